@@ -1,0 +1,234 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"maps"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
+)
+
+// Annotations the operator owns on a target Secret. They let it tell, after
+// a restart and without asking OpsNow, whether the token in the Secret is
+// still the one it issued, for the same spec and API key.
+const (
+	issuedAtAnnotation = "auth.opsnow.io/issued-at"
+	expiresAtAnnotation = "auth.opsnow.io/expires-at"
+	// specHashAnnotation is a hash of the spec fields the token was issued for.
+	specHashAnnotation = "auth.opsnow.io/spec-hash"
+	// apiKeyHashAnnotation is a salted HMAC of the API key, never the key.
+	apiKeyHashAnnotation = "auth.opsnow.io/api-key-hash"
+	// apiKeyVersionAnnotation is the resourceVersion of the API-key Secret
+	// read at issue: while it is unchanged the key needs no second read.
+	apiKeyVersionAnnotation = "auth.opsnow.io/api-key-version"
+	// tokenHashAnnotation is a salted HMAC of the Secret's data, so that an
+	// edited token is noticed and replaced.
+	tokenHashAnnotation = "auth.opsnow.io/token-hash"
+	// refreshRequestAnnotation is the refresh-requested-at value this token answered.
+	refreshRequestAnnotation = "auth.opsnow.io/refresh-request"
+)
+
+const hashScheme = "hmac-sha256"
+
+// saltedHash returns "hmac-sha256:<salt>:<mac>" for value with a fresh random
+// salt: comparable later with hashMatches, useless for guessing the value.
+func saltedHash(value string) string {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt) // crypto/rand.Read never fails on supported platforms
+	return hashScheme + ":" + base64.RawURLEncoding.EncodeToString(salt) + ":" + macOf(salt, value)
+}
+
+// hashMatches reports whether hash was made by saltedHash from value.
+func hashMatches(hash, value string) bool {
+	scheme, rest, ok := strings.Cut(hash, ":")
+	if !ok || scheme != hashScheme {
+		return false
+	}
+	encodedSalt, mac, ok := strings.Cut(rest, ":")
+	if !ok {
+		return false
+	}
+	salt, err := base64.RawURLEncoding.DecodeString(encodedSalt)
+	if err != nil || len(salt) == 0 {
+		return false
+	}
+	return hmac.Equal([]byte(mac), []byte(macOf(salt, value)))
+}
+
+func macOf(salt []byte, value string) string {
+	m := hmac.New(sha256.New, salt)
+	m.Write([]byte(value))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// specHash identifies the spec fields a token was issued for: changing any of
+// them (but suspend) asks for a new token. The endpoint is the canonical one,
+// so rewriting it in an equivalent form does not.
+func specHash(spec authv1alpha1.OpsnowTokenSpec, endpoint string) string {
+	refreshBefore := ""
+	if spec.RefreshBefore != nil {
+		refreshBefore = spec.RefreshBefore.Duration.String()
+	}
+	inputs, _ := json.Marshal([]string{ // marshalling strings cannot fail
+		endpoint, spec.APIKeySecretRef.Name, apiKeyKey(spec), spec.SecretName, refreshBefore,
+	})
+	sum := sha256.Sum256(inputs)
+	return hex.EncodeToString(sum[:16])
+}
+
+// tokenData is the content hashed into tokenHashAnnotation.
+func tokenData(token, expiresAt string) string { return token + "\x00" + expiresAt }
+
+func apiKeyKey(spec authv1alpha1.OpsnowTokenSpec) string {
+	if spec.APIKeySecretRef.Key != "" {
+		return spec.APIKeySecretRef.Key
+	}
+	return authv1alpha1.DefaultAPIKeyKey
+}
+
+// targetSecretName is spec.secretName, defaulting to the OpsnowToken's name.
+func targetSecretName(secretName, tokenName string) string {
+	if secretName != "" {
+		return secretName
+	}
+	return tokenName
+}
+
+// heldToken is what a target Secret says about the token it holds.
+type heldToken struct {
+	Token          string
+	IssuedAt       time.Time
+	ExpiresAt      time.Time
+	SpecHash       string
+	APIKeyHash     string
+	APIKeyVersion  string
+	RefreshRequest string
+}
+
+// readHeldToken parses a target Secret written by the operator. It returns
+// false when the Secret's data no longer matches what the operator wrote
+// (edited or damaged): the token must then be replaced.
+func readHeldToken(s *corev1.Secret) (heldToken, bool) {
+	a := s.Annotations
+	issuedAt, err1 := time.Parse(time.RFC3339, a[issuedAtAnnotation])
+	expiresAt, err2 := time.Parse(time.RFC3339, a[expiresAtAnnotation])
+	token := string(s.Data[authv1alpha1.SecretTokenKey])
+	expiresAtData := string(s.Data[authv1alpha1.SecretExpiresAtKey])
+	if err1 != nil || err2 != nil || token == "" || expiresAtData != a[expiresAtAnnotation] ||
+		!hashMatches(a[tokenHashAnnotation], tokenData(token, expiresAtData)) {
+		return heldToken{}, false
+	}
+	return heldToken{
+		Token:          token,
+		IssuedAt:       issuedAt,
+		ExpiresAt:      expiresAt,
+		SpecHash:       a[specHashAnnotation],
+		APIKeyHash:     a[apiKeyHashAnnotation],
+		APIKeyVersion:  a[apiKeyVersionAnnotation],
+		RefreshRequest: a[refreshRequestAnnotation],
+	}, true
+}
+
+// secretContent is the part of a target Secret the operator owns.
+type secretContent struct {
+	Labels      map[string]string
+	Annotations map[string]string
+	Data        map[string][]byte
+}
+
+// desiredSecretContent returns the labels, annotations and data a target
+// Secret holding held must have. tokenHash is reused when it still matches,
+// so rewriting an unchanged token does not change the Secret.
+func desiredSecretContent(tokenName string, held heldToken, tokenHash string) secretContent {
+	expiresAt := held.ExpiresAt.UTC().Format(time.RFC3339)
+	if !hashMatches(tokenHash, tokenData(held.Token, expiresAt)) {
+		tokenHash = saltedHash(tokenData(held.Token, expiresAt))
+	}
+	annotations := map[string]string{
+		issuedAtAnnotation:      held.IssuedAt.UTC().Format(time.RFC3339),
+		expiresAtAnnotation:     expiresAt,
+		specHashAnnotation:      held.SpecHash,
+		apiKeyHashAnnotation:    held.APIKeyHash,
+		apiKeyVersionAnnotation: held.APIKeyVersion,
+		tokenHashAnnotation:     tokenHash,
+	}
+	if held.RefreshRequest != "" {
+		annotations[refreshRequestAnnotation] = held.RefreshRequest
+	}
+	return secretContent{
+		Labels: map[string]string{
+			authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+			authv1alpha1.TokenLabel:     tokenName,
+		},
+		Annotations: annotations,
+		Data: map[string][]byte{
+			authv1alpha1.SecretTokenKey:     []byte(held.Token),
+			authv1alpha1.SecretExpiresAtKey: []byte(expiresAt),
+		},
+	}
+}
+
+// apply writes c into s, keeping labels and annotations others own (only
+// keys under auth.opsnow.io/ and the two labels are the operator's), and
+// reports whether s changed.
+func (c secretContent) apply(s *corev1.Secret) bool {
+	changed := false
+	if s.Type != corev1.SecretTypeOpaque {
+		s.Type = corev1.SecretTypeOpaque
+		changed = true
+	}
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	for k, v := range c.Labels {
+		if s.Labels[k] != v {
+			s.Labels[k] = v
+			changed = true
+		}
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	for k := range s.Annotations {
+		if _, keep := c.Annotations[k]; !keep && strings.HasPrefix(k, "auth.opsnow.io/") {
+			delete(s.Annotations, k)
+			changed = true
+		}
+	}
+	for k, v := range c.Annotations {
+		if s.Annotations[k] != v {
+			s.Annotations[k] = v
+			changed = true
+		}
+	}
+	if !maps.EqualFunc(s.Data, c.Data, func(a, b []byte) bool { return string(a) == string(b) }) || len(s.StringData) > 0 {
+		s.Data = c.Data
+		s.StringData = nil
+		changed = true
+	}
+	return changed
+}

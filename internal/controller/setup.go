@@ -1,0 +1,177 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
+)
+
+// Field indexes on OpsnowTokens, to map a Secret event to the tokens it concerns.
+const (
+	apiKeySecretIndex = "spec.apiKeySecretRef.name"
+	targetSecretIndex = "status.secretName"
+)
+
+// DefaultMaxConcurrentReconciles lets a thousand new tokens wait on OpsNow
+// in parallel rather than one after another; reconciles mostly wait on I/O.
+const DefaultMaxConcurrentReconciles = 50
+
+// CacheOptions returns the manager's cache configuration under the scale
+// rules: of all Secrets only the operator's own target Secrets (selected by
+// label) are cached, managed fields are dropped, and namespaces, when given,
+// bound every watch.
+func CacheOptions(namespaces []string) cache.Options {
+	return cache.Options{
+		DefaultNamespaces: namespaceConfigs(namespaces),
+		DefaultTransform:  cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
+				authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+			})},
+		},
+	}
+}
+
+func namespaceConfigs(namespaces []string) map[string]cache.Config {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	configs := make(map[string]cache.Config, len(namespaces))
+	for _, ns := range namespaces {
+		configs[ns] = cache.Config{}
+	}
+	return configs
+}
+
+// keepSecretIdentity reduces cached Secret metadata to what change detection
+// needs, so memory stays flat however many Secrets a cluster holds.
+func keepSecretIdentity(in any) (any, error) {
+	m, ok := in.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return in, nil
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: m.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            m.Name,
+			Namespace:       m.Namespace,
+			UID:             m.UID,
+			ResourceVersion: m.ResourceVersion,
+		},
+	}, nil
+}
+
+// refreshRequested passes updates that change the refresh-requested-at annotation.
+var refreshRequested = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		key := authv1alpha1.RefreshRequestedAtAnnotation
+		return e.ObjectOld.GetAnnotations()[key] != e.ObjectNew.GetAnnotations()[key]
+	},
+}
+
+// SetupWithManager wires the reconciler's watches:
+//   - OpsnowTokens, on spec or refresh-request changes only (its own status
+//     writes and label edits do not reconcile);
+//   - target Secrets it controls, from the label-selected cache;
+//   - metadata of all Secrets (in the watched namespaces), through a
+//     dedicated cache that keeps only names and resourceVersions, to notice
+//     API-key rotation and a conflicting Secret going away.
+func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, apiKeySecretIndex, func(o client.Object) []string {
+		return []string{o.(*authv1alpha1.OpsnowToken).Spec.APIKeySecretRef.Name}
+	}); err != nil {
+		return fmt.Errorf("index OpsnowTokens by API-key Secret: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, targetSecretIndex, func(o client.Object) []string {
+		t := o.(*authv1alpha1.OpsnowToken)
+		return []string{targetSecretName(t.Spec.SecretName, t.Name)}
+	}); err != nil {
+		return fmt.Errorf("index OpsnowTokens by target Secret: %w", err)
+	}
+
+	secretMetadata, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient:        mgr.GetHTTPClient(),
+		Scheme:            mgr.GetScheme(),
+		Mapper:            mgr.GetRESTMapper(),
+		DefaultNamespaces: namespaceConfigs(r.WatchNamespaces),
+		DefaultTransform:  keepSecretIdentity,
+	})
+	if err != nil {
+		return fmt.Errorf("create Secret metadata cache: %w", err)
+	}
+	if err := mgr.Add(secretMetadata); err != nil {
+		return fmt.Errorf("add Secret metadata cache: %w", err)
+	}
+	r.secretMetadata = secretMetadata
+
+	workers := r.MaxConcurrentReconciles
+	if workers <= 0 {
+		workers = DefaultMaxConcurrentReconciles
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&authv1alpha1.OpsnowToken{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, refreshRequested))).
+		Owns(&corev1.Secret{}).
+		WatchesRawSource(source.Kind(secretMetadata, secretMetadataObject(),
+			handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Named("opsnowtoken").
+		Complete(r)
+}
+
+func secretMetadataObject() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}
+
+// tokensForSecret maps a Secret to the OpsnowTokens that read it as their
+// API key or write it as their target.
+func (r *OpsnowTokenReconciler) tokensForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+	var requests []reconcile.Request
+	for _, index := range []string{apiKeySecretIndex, targetSecretIndex} {
+		var tokens authv1alpha1.OpsnowTokenList
+		if err := r.List(ctx, &tokens, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {
+			logf.FromContext(ctx).Error(err, "Failed to list OpsnowTokens for Secret", "secret", client.ObjectKeyFromObject(s))
+			continue
+		}
+		for i := range tokens.Items {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&tokens.Items[i])})
+		}
+	}
+	return requests
+}

@@ -1,0 +1,276 @@
+package opsnow
+
+import (
+	"regexp"
+	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// redacted replaces anything that is or looks like a credential.
+	redacted = "[REDACTED]"
+	// maxSanitizedBytes bounds a sanitized message before the ellipsis, so an
+	// upstream error page cannot bloat status, events or logs.
+	maxSanitizedBytes = 200
+	ellipsis          = "…"
+	// minCredentialRun is the length from which a run of base64/hex-like
+	// characters is treated as a credential.
+	minCredentialRun = 32
+	// maxScanBytes bounds the text the regular expressions scan. The result
+	// keeps 200 bytes, and scanning a whole 1 MiB error page would cost
+	// hundreds of milliseconds of CPU per failed exchange during an outage.
+	maxScanBytes = 4 << 10
+	// maxPathPiece is the longest segment a URL path may have and still be
+	// recognised as a path rather than a credential that happens to hold '/'.
+	maxPathPiece = 16
+)
+
+// These regular expressions are compiled once and only read afterwards;
+// regexp.Regexp is safe for concurrent use.
+var (
+	// jwtPattern matches JSON Web Tokens (header.payload.signature in
+	// base64url): those whose header starts with `{"` (base64 "eyJ"), and any
+	// other dotted triple whose parts are all long enough to be opaque.
+	jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}`)
+	// longRunPattern matches runs of characters used by base64, base64url and
+	// hex encodings, which is what API keys, tokens and signatures look like.
+	longRunPattern = regexp.MustCompile(`[A-Za-z0-9+/=_-]{32,}`)
+)
+
+// Sanitize makes s safe to show to users: in logs, events, status and error
+// messages. It
+//
+//   - drops invalid UTF-8, control and other non-printable characters (bidi
+//     overrides included) and collapses whitespace to single spaces,
+//   - replaces every occurrence of each non-empty secret with [REDACTED],
+//   - replaces anything that looks like a credential with [REDACTED]: JWTs and
+//     runs of 32 or more base64/hex characters that contain a digit,
+//   - truncates the result to 200 bytes on a UTF-8 boundary, adding "…".
+//
+// Only the first 4 KiB of the normalised text are scanned for credentials;
+// a word or secret split by that cut is dropped rather than shown in part.
+//
+// The result is valid UTF-8, at most 203 bytes long, and never contains any
+// of the secrets: if redaction and normalisation together would still
+// produce one (the marker or the ellipsis completing a crafted fragment),
+// Sanitize returns only the marker, or nothing.
+func Sanitize(s string, secrets ...string) string {
+	needles := secretNeedles(secrets)
+
+	// Normalising a little past the scan limit is enough to know whether
+	// there is more, without copying a whole 1 MiB body.
+	out := normalizeText(s, maxScanBytes+utf8.UTFMax)
+	cut := len(out) > maxScanBytes
+	if cut {
+		out = cutForScan(out, needles)
+	}
+	for _, n := range needles {
+		out = redactSecret(out, n)
+	}
+	out = jwtPattern.ReplaceAllLiteralString(out, redacted)
+	out = longRunPattern.ReplaceAllStringFunc(out, func(run string) string {
+		if looksLikeCredential(run) {
+			return redacted
+		}
+		return run
+	})
+	if cut && len(out) <= maxSanitizedBytes {
+		if out = strings.TrimRight(out, " "); out != "" {
+			out += ellipsis
+		}
+	} else {
+		out = truncateUTF8(out, maxSanitizedBytes)
+	}
+
+	// Replacement is a single left-to-right pass, so overlapping occurrences
+	// or a secret that is a fragment of the marker can survive it. Verify
+	// instead of reasoning about every such case.
+	if containsAny(out, needles) {
+		if containsAny(redacted, needles) {
+			return ""
+		}
+		return redacted
+	}
+	return out
+}
+
+// secretNeedles returns the strings to redact for secrets: each secret as
+// given and in normalised form (the text is normalised before redaction, so
+// a secret with a newline appears there with a space), longest first so that
+// a secret containing another is redacted whole.
+func secretNeedles(secrets []string) []string {
+	needles := make([]string, 0, 2*len(secrets))
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		needles = append(needles, s)
+		if n := normalizeText(s, len(s)); n != "" && n != s {
+			needles = append(needles, n)
+		}
+	}
+	sort.SliceStable(needles, func(i, j int) bool { return len(needles[i]) > len(needles[j]) })
+	return needles
+}
+
+// cutForScan shortens normalised text to at most maxScanBytes. Whatever the
+// cut may have split is dropped as well, because redaction would no longer
+// recognise it: a trailing run of credential characters (part of a token or
+// key) and a trailing fragment that begins any of the secrets.
+func cutForScan(s string, needles []string) string {
+	end := maxScanBytes
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	s = s[:end]
+	for {
+		before := len(s)
+		s = strings.TrimRightFunc(s, isCredentialChar)
+		for _, n := range needles {
+			s = trimSecretStart(s, n)
+		}
+		if len(s) == before {
+			return s
+		}
+	}
+}
+
+// redactSecret replaces every occurrence of secret in the valid UTF-8 text s
+// with the marker. A secret that is not valid UTF-8 itself (an API key is
+// arbitrary bytes) can match part of a character; the whole character goes
+// then, so that the result stays valid UTF-8.
+func redactSecret(s, secret string) string {
+	i := strings.Index(s, secret)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i >= 0 {
+		start, end := i, i+len(secret)
+		for start > 0 && !utf8.RuneStart(s[start]) {
+			start--
+		}
+		for end < len(s) && !utf8.RuneStart(s[end]) {
+			end++
+		}
+		b.WriteString(s[:start])
+		b.WriteString(redacted)
+		s = s[end:]
+		i = strings.Index(s, secret)
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// trimSecretStart removes the longest suffix of s that is a proper prefix of
+// secret, together with the rest of a character it starts inside. The work is
+// bounded by len(s)², and s is at most maxScanBytes.
+func trimSecretStart(s, secret string) string {
+	for p := max(0, len(s)-len(secret)+1); p < len(s); p++ {
+		if strings.HasPrefix(secret, s[p:]) {
+			for p > 0 && !utf8.RuneStart(s[p]) {
+				p--
+			}
+			return s[:p]
+		}
+	}
+	return s
+}
+
+// isCredentialChar reports whether r can be part of a JWT or of a base64 or
+// hex encoded credential.
+func isCredentialChar(r rune) bool {
+	return r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("+/=_-.", r))
+}
+
+func containsAny(s string, needles []string) bool {
+	for _, n := range needles {
+		if strings.Contains(s, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeText drops invalid UTF-8 and non-printable characters and
+// collapses every run of whitespace into one space, trimming both ends. It
+// stops once the result holds limit bytes or more. Non-printable characters
+// go because they can forge log lines (newlines) or hide text (bidi
+// overrides, zero-width characters).
+func normalizeText(s string, limit int) string {
+	var b strings.Builder
+	b.Grow(min(len(s), limit+utf8.UTFMax))
+	pendingSpace := false
+	for len(s) > 0 && b.Len() < limit {
+		r, size := utf8.DecodeRuneInString(s)
+		s = s[size:]
+		switch {
+		case r == utf8.RuneError && size == 1:
+			// Invalid byte: drop it.
+		case unicode.IsSpace(r):
+			pendingSpace = true
+		case !unicode.IsPrint(r):
+			// Control, format or unassigned: drop it.
+		default:
+			if pendingSpace && b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			pendingSpace = false
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// looksLikeCredential reports whether a long run of base64/hex characters is
+// likely a secret. Runs without a digit are words joined by '-' or '_' (names
+// of Kubernetes objects, for instance), and runs of short '/'-separated pieces
+// that are words or small numbers are URL paths such as
+// 45678/platform/v2/identity/api-keys/token (after a host's port); both are
+// useful to keep in messages.
+func looksLikeCredential(run string) bool {
+	if !strings.ContainsAny(run, "0123456789") {
+		return false
+	}
+	if !strings.Contains(run, "/") {
+		return true
+	}
+	for _, piece := range strings.Split(run, "/") {
+		if !isPathPiece(piece) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPathPiece reports whether piece looks like a segment of a URL path: a
+// short word with at most one digit ("v2", "api-keys"), or a small number (a
+// port, an ID). Random base64 segments rarely pass both tests.
+func isPathPiece(piece string) bool {
+	if len(piece) >= maxPathPiece {
+		return false
+	}
+	digits := 0
+	for i := 0; i < len(piece); i++ {
+		if piece[i] >= '0' && piece[i] <= '9' {
+			digits++
+		}
+	}
+	return digits <= 1 || (digits == len(piece) && digits <= 6)
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character and
+// marks the cut with an ellipsis.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.TrimRight(s[:cut], " ") + ellipsis
+}

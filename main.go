@@ -1,0 +1,228 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command manager runs the opsnow-token-operator: it keeps, for each
+// OpsnowToken, a Secret holding a valid OpsNow access token.
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
+	// to ensure that exec-entrypoint and run can make use of them.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/endpoint"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(authv1alpha1.AddToScheme(scheme))
+}
+
+// options are the manager's command-line flags.
+type options struct {
+	defaultEndpoint         string
+	allowedEndpoints        string
+	maxConcurrentReconciles int
+	tokenRequestRate        float64
+	exchangeTimeout         string
+	watchNamespaces         string
+	metricsAddr             string
+	secureMetrics           bool
+	enableHTTP2             bool
+	probeAddr               string
+	enableLeaderElection    bool
+	leaderElectionID        string
+	zap                     zap.Options
+}
+
+// parseFlags parses args; a bad flag is an error of one line. The help
+// text, when asked for, goes to stdout and returns flag.ErrHelp.
+func parseFlags(args []string, stdout io.Writer) (*options, error) {
+	o := &options{zap: zap.Options{Development: false}}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.defaultEndpoint, "default-endpoint", endpoint.Default,
+		"OpsNow endpoint used when spec.endpoint is empty; allowlisted implicitly.")
+	fs.StringVar(&o.allowedEndpoints, "allowed-endpoints", "",
+		"Extra allowed OpsNow endpoints, comma-separated base URLs, besides the built-in ones ("+
+			strings.Join(endpoint.BuiltIn(), ", ")+").")
+	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultMaxConcurrentReconciles,
+		"Number of OpsnowTokens reconciled in parallel.")
+	fs.Float64Var(&o.tokenRequestRate, "token-request-rate", 20,
+		"Token requests per second per endpoint, with a small burst; 0 means unlimited.")
+	fs.StringVar(&o.exchangeTimeout, "exchange-timeout", opsnow.DefaultTimeout.String(),
+		"Timeout of one token request to OpsNow.")
+	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "",
+		"Comma-separated namespaces to watch; empty watches all namespaces.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
+		"Address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable.")
+	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP.")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
+		"Enable HTTP/2 for the metrics server (off by default against HTTP/2 rapid-reset attacks).")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
+	fs.BoolVar(&o.enableLeaderElection, "leader-elect", false,
+		"Enable leader election, so that only one replica refreshes tokens at a time.")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", "opsnow-token-operator.auth.opsnow.io",
+		"Name of the Lease used for leader election.")
+	o.zap.BindFlags(fs)
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage of manager:")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.maxConcurrentReconciles < 1 {
+		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", o.maxConcurrentReconciles)
+	}
+	if o.tokenRequestRate < 0 {
+		return nil, fmt.Errorf("--token-request-rate must not be negative, got %g", o.tokenRequestRate)
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "manager: %v (see --help)\n", err)
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(o *options) error {
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	timeout, err := parseDuration("exchange-timeout", o.exchangeTimeout)
+	if err != nil {
+		return err
+	}
+	defaultEndpoint, err := endpoint.Normalize(o.defaultEndpoint)
+	if err != nil {
+		return fmt.Errorf("--default-endpoint: %w", err)
+	}
+	entries := append(append(endpoint.BuiltIn(), defaultEndpoint), endpoint.ParseList(o.allowedEndpoints)...)
+	allowlist, err := endpoint.NewAllowlist(entries...)
+	if err != nil {
+		return fmt.Errorf("--allowed-endpoints: %w", err)
+	}
+	namespaces := endpoint.ParseList(o.watchNamespaces)
+
+	// HTTP/2 stays off unless asked for: CVE-2023-44487 (rapid reset) and
+	// CVE-2023-39325 hit HTTP/2 servers.
+	var tlsOpts []func(*tls.Config)
+	if !o.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOptions := metricsserver.Options{
+		BindAddress:   o.metricsAddr,
+		SecureServing: o.secureMetrics,
+		TLSOpts:       tlsOpts,
+	}
+	if o.secureMetrics {
+		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Cache:                         controller.CacheOptions(namespaces),
+		Metrics:                       metricsOptions,
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.enableLeaderElection,
+		LeaderElectionID:              o.leaderElectionID,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+
+	reconciler := &controller.OpsnowTokenReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Clock:                   clock.RealClock{},
+		Recorder:                mgr.GetEventRecorder("opsnow-token-operator"),
+		Exchanger:               opsnow.NewClient(opsnow.NewHTTPClient(timeout), clock.RealClock{}),
+		Endpoints:               allowlist,
+		DefaultEndpoint:         defaultEndpoint,
+		RateLimiter:             controller.NewEndpointRateLimiter(o.tokenRequestRate),
+		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		WatchNamespaces:         namespaces,
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("set up health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("set up ready check: %w", err)
+	}
+
+	setupLog.Info("Starting manager", "defaultEndpoint", defaultEndpoint, "allowedEndpoints", allowlist.Entries(),
+		"watchNamespaces", namespaces, "maxConcurrentReconciles", o.maxConcurrentReconciles,
+		"tokenRequestRate", o.tokenRequestRate)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+func parseDuration(name, value string) (time.Duration, error) {
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--%s must be a positive duration, got %q", name, value)
+	}
+	return d, nil
+}
