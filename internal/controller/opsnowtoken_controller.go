@@ -61,7 +61,7 @@ type OpsnowTokenReconciler struct {
 	// Secret would start a cluster-wide Secret informer.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
-	Clock     clock.Clock
+	Clock     clock.WithDelayedExecution
 	Recorder  events.EventRecorder
 	Exchanger TokenExchanger
 	// Endpoints is the allowlist spec.endpoint is checked against.
@@ -78,6 +78,8 @@ type OpsnowTokenReconciler struct {
 	// secretMetadata caches name, namespace and resourceVersion of Secrets,
 	// nothing else, to notice API-key changes.
 	secretMetadata secretMetadataReader
+	// scheduler wakes tokens at their planned refresh or retry time.
+	scheduler *refreshScheduler
 	// memory holds per-token facts that need no persistence (tokenMemory).
 	memory sync.Map
 }
@@ -90,9 +92,10 @@ type secretMetadataReader interface {
 // tokenMemory is what the reconciler remembers about one OpsnowToken between
 // reconciles. Losing it on restart costs at most one extra read or retry.
 type tokenMemory struct {
-	// apiKeyVersion is the API-key Secret resourceVersion last read: its key
-	// matched the token, or the last attempt used it.
+	// apiKeyVersion is the API-key Secret resourceVersion at the last read
+	// ("" when the Secret was absent); meaningful when apiKeyRead is set.
 	apiKeyVersion string
+	apiKeyRead    bool
 	// refreshRequest is the last refresh-requested-at value acted on; it
 	// guards against acting twice on a value while status is not yet in the cache.
 	refreshRequest string
@@ -157,7 +160,15 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}()
 
-	return r.reconcileToken(ctx, tok)
+	result, err := r.reconcileToken(ctx, tok)
+	// Planned refreshes and retries run on r.Clock; the workqueue keeps only
+	// its own backoff for errors.
+	if result.RequeueAfter > 0 {
+		r.scheduler.schedule(req.NamespacedName, result.RequeueAfter)
+	} else {
+		r.scheduler.cancel(req.NamespacedName)
+	}
+	return ctrl.Result{}, err
 }
 
 // reconcileToken runs the steps in order; each records the Ready reason of
@@ -250,7 +261,6 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 		}
 	}
 	r.remember(tok, func(m *tokenMemory) {
-		m.apiKeyVersion = key.Version
 		m.refreshRequest = tok.Annotations[authv1alpha1.RefreshRequestedAtAnnotation]
 	})
 
@@ -328,8 +338,8 @@ func (r *OpsnowTokenReconciler) inputsChangedSinceFailure(ctx context.Context, t
 		v != tok.Status.LastHandledRefreshRequest && v != r.recall(tok).refreshRequest {
 		return true
 	}
-	tried := r.recall(tok).apiKeyVersion
-	return tried != "" && tried != r.apiKeyVersion(ctx, tok)
+	m := r.recall(tok)
+	return m.apiKeyRead && m.apiKeyVersion != r.apiKeyVersion(ctx, tok)
 }
 
 // resolveEndpoint returns the canonical URL to call, or why it may not be called.
@@ -412,12 +422,17 @@ type apiKey struct {
 	Version string
 }
 
-// readAPIKey reads the API key straight from the API server. A missing
-// Secret or key is Ready=False/APIKeySecretNotFound or APIKeyMissing.
+// readAPIKey reads the API key straight from the API server and remembers
+// the Secret's resourceVersion. A missing Secret or key is
+// Ready=False/APIKeySecretNotFound or APIKeyMissing.
 func (r *OpsnowTokenReconciler) readAPIKey(ctx context.Context, tok *authv1alpha1.OpsnowToken) (*apiKey, error) {
 	ref := tok.Spec.APIKeySecretRef
 	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: tok.Namespace, Name: ref.Name}, s); err != nil {
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: tok.Namespace, Name: ref.Name}, s)
+	if err == nil || apierrors.IsNotFound(err) {
+		r.remember(tok, func(m *tokenMemory) { m.apiKeyVersion, m.apiKeyRead = s.ResourceVersion, true })
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &refreshError{Reason: authv1alpha1.ReasonAPIKeySecretNotFound,
 				Message: fmt.Sprintf("API-key Secret %q not found", ref.Name)}
@@ -450,7 +465,7 @@ func (r *OpsnowTokenReconciler) apiKeyVersion(ctx context.Context, tok *authv1al
 // seen before, no read is needed, so a restart costs no Secret reads.
 func (r *OpsnowTokenReconciler) apiKeyChanged(ctx context.Context, tok *authv1alpha1.OpsnowToken, held heldToken) (bool, *apiKey, error) {
 	version := r.apiKeyVersion(ctx, tok)
-	if version != "" && (version == held.APIKeyVersion || version == r.recall(tok).apiKeyVersion) {
+	if m := r.recall(tok); version != "" && (version == held.APIKeyVersion || m.apiKeyRead && version == m.apiKeyVersion) {
 		return false, nil, nil
 	}
 	key, err := r.readAPIKey(ctx, tok)
@@ -458,7 +473,6 @@ func (r *OpsnowTokenReconciler) apiKeyChanged(ctx context.Context, tok *authv1al
 		return false, nil, err
 	}
 	if hashMatches(held.APIKeyHash, key.Value) {
-		r.remember(tok, func(m *tokenMemory) { m.apiKeyVersion = key.Version })
 		return false, nil, nil
 	}
 	return true, key, nil
@@ -625,5 +639,6 @@ func (r *OpsnowTokenReconciler) remember(tok *authv1alpha1.OpsnowToken, update f
 // forget drops what is kept about a deleted OpsnowToken.
 func (r *OpsnowTokenReconciler) forget(key types.NamespacedName) {
 	r.memory.Delete(key)
+	r.scheduler.cancel(key)
 	deleteTokenMetrics(key)
 }

@@ -138,6 +138,8 @@ func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.secretMetadata = secretMetadata
 
+	r.scheduler = newRefreshScheduler(r.Clock)
+
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
 		workers = DefaultMaxConcurrentReconciles
@@ -148,6 +150,7 @@ func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		WatchesRawSource(source.Kind(secretMetadata, secretMetadataObject(),
 			handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret))).
+		WatchesRawSource(source.Channel(r.scheduler.events, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("opsnowtoken").
 		Complete(r)

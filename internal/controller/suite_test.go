@@ -1,0 +1,469 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"go.uber.org/zap/zapcore"
+
+	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/endpoint"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/tokenserver"
+)
+
+// The control plane shared by all tests of the package; each test works in
+// its own namespace with its own manager, token server and fake clock.
+var (
+	restConfig *rest.Config
+	k8s        client.Client
+	scheme     = runtime.NewScheme()
+)
+
+// waitTimeout bounds every wait for the manager to act.
+const waitTimeout = 20 * time.Second
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(authv1alpha1.AddToScheme(scheme))
+}
+
+func TestMain(m *testing.M) {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevelFromEnv())))
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, "+
+			"which provides kube-apiserver and etcd (hack/envtest-assets.sh)")
+		os.Exit(1)
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	var err error
+	if restConfig, err = env.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest control plane: %v\n", err)
+		os.Exit(1)
+	}
+	if k8s, err = client.New(restConfig, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "create client: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop envtest control plane: %v\n", err)
+	}
+	os.Exit(code)
+}
+
+// zapLevelFromEnv lets TEST_LOG_LEVEL=-1 show the managers' debug logs.
+func zapLevelFromEnv() zapcore.Level {
+	var l int
+	if _, err := fmt.Sscan(os.Getenv("TEST_LOG_LEVEL"), &l); err != nil {
+		return zapcore.Level(10) // quiet: the per-test log buffers hold the managers' logs
+	}
+	return zapcore.Level(l)
+}
+
+// harness is one test's namespace, token server, fake clock and manager.
+type harness struct {
+	t      *testing.T
+	ns     string
+	clock  *clocktesting.FakeClock
+	server *tokenserver.Server
+	url    string
+	logs   *syncBuffer
+
+	// managerUser, when set, runs the manager as this identity instead of the admin.
+	managerConfig *rest.Config
+	allowlist     []string
+	watchAll      bool
+
+	stop func()
+	mgr  ctrl.Manager
+}
+
+type harnessOption func(*harness)
+
+// withManagerConfig runs the manager with cfg (for example a restricted user).
+func withManagerConfig(cfg *rest.Config) harnessOption { return func(h *harness) { h.managerConfig = cfg } }
+
+// withAllowedEndpoints adds endpoints to the manager's allowlist.
+func withAllowedEndpoints(e ...string) harnessOption {
+	return func(h *harness) { h.allowlist = append(h.allowlist, e...) }
+}
+
+// withWatchAllNamespaces runs the manager without --watch-namespaces.
+func withWatchAllNamespaces() harnessOption { return func(h *harness) { h.watchAll = true } }
+
+func newHarness(t *testing.T, opts ...harnessOption) *harness {
+	t.Helper()
+	h := &harness{
+		t:      t,
+		clock:  clocktesting.NewFakeClock(time.Now().Truncate(time.Second)),
+		server: tokenserver.New(tokenserver.Options{Lifetime: time.Hour}),
+		logs:   &syncBuffer{},
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	ts := httptest.NewServer(h.server)
+	t.Cleanup(ts.Close)
+	h.url = ts.URL
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	h.ns = ns.Name
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+
+	h.startManager()
+	t.Cleanup(h.stopManager)
+	return h
+}
+
+// startManager starts a manager wired as main.go wires it, watching the
+// test's namespace, against the test's token server and fake clock.
+func (h *harness) startManager() {
+	h.t.Helper()
+	cfg := restConfig
+	if h.managerConfig != nil {
+		cfg = h.managerConfig
+	}
+	namespaces := []string{h.ns}
+	if h.watchAll {
+		namespaces = nil
+	}
+	allow, err := endpoint.NewAllowlist(append([]string{h.url}, h.allowlist...)...)
+	if err != nil {
+		h.t.Fatalf("allowlist: %v", err)
+	}
+	logger := zap.New(zap.WriteTo(h.logs), zap.UseDevMode(true), zap.Level(zapcore.DebugLevel))
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Cache:                  controller.CacheOptions(namespaces),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Logger:                 logger,
+		// Several managers run one after another in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		h.t.Fatalf("create manager: %v", err)
+	}
+	r := &controller.OpsnowTokenReconciler{
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Scheme:          mgr.GetScheme(),
+		Clock:           h.clock,
+		Recorder:        mgr.GetEventRecorder("opsnow-token-operator"),
+		Exchanger:       opsnow.NewClient(opsnow.NewHTTPClient(2*time.Second), h.clock),
+		Endpoints:       allow,
+		DefaultEndpoint: h.url,
+		WatchNamespaces: namespaces,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		h.t.Fatalf("set up reconciler: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		cancel()
+		h.t.Fatalf("manager cache did not sync")
+	}
+	h.mgr = mgr
+	h.stop = func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				h.t.Errorf("manager stopped with error: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			h.t.Errorf("manager did not stop within %s", waitTimeout)
+		}
+	}
+}
+
+func (h *harness) stopManager() {
+	if h.stop != nil {
+		h.stop()
+		h.stop = nil
+	}
+}
+
+// createAPIKeySecret creates the Secret "opsnow-api-key" holding key under "apiKey".
+func (h *harness) createAPIKeySecret(name, key string) *corev1.Secret {
+	h.t.Helper()
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name},
+		Data:       map[string][]byte{authv1alpha1.DefaultAPIKeyKey: []byte(key)},
+	}
+	if err := k8s.Create(context.Background(), s); err != nil {
+		h.t.Fatalf("create API-key Secret: %v", err)
+	}
+	return s
+}
+
+// createToken creates an OpsnowToken reading the API key from apiKeySecret.
+func (h *harness) createToken(name, apiKeySecret string, mutate ...func(*authv1alpha1.OpsnowToken)) *authv1alpha1.OpsnowToken {
+	h.t.Helper()
+	tok := &authv1alpha1.OpsnowToken{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name},
+		Spec: authv1alpha1.OpsnowTokenSpec{
+			APIKeySecretRef: authv1alpha1.SecretKeySelector{Name: apiKeySecret},
+		},
+	}
+	for _, m := range mutate {
+		m(tok)
+	}
+	if err := k8s.Create(context.Background(), tok); err != nil {
+		h.t.Fatalf("create OpsnowToken: %v", err)
+	}
+	return tok
+}
+
+func (h *harness) getToken(name string) *authv1alpha1.OpsnowToken {
+	h.t.Helper()
+	tok := &authv1alpha1.OpsnowToken{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, tok); err != nil {
+		h.t.Fatalf("get OpsnowToken %s: %v", name, err)
+	}
+	return tok
+}
+
+// getSecret returns the Secret, or nil when it does not exist.
+func (h *harness) getSecret(name string) *corev1.Secret {
+	h.t.Helper()
+	s := &corev1.Secret{}
+	err := k8s.Get(context.Background(), client.ObjectKey{Namespace: h.ns, Name: name}, s)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		h.t.Fatalf("get Secret %s: %v", name, err)
+	}
+	return s
+}
+
+// eventually polls cond until it holds or waitTimeout passes; what describes
+// the awaited state in the failure message, with cond's last complaint.
+func (h *harness) eventually(what string, cond func() (bool, string)) {
+	h.t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			ok, msg := cond()
+			last = msg
+			return ok, nil
+		})
+	if err != nil {
+		h.t.Fatalf("timed out waiting for %s: %s", what, last)
+	}
+}
+
+// consistently checks for d that cond keeps holding.
+func (h *harness) consistently(what string, d time.Duration, cond func() (bool, string)) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok, msg := cond(); !ok {
+			h.t.Fatalf("%s stopped holding: %s", what, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readyCondition returns the token's Ready condition, or nil.
+func readyCondition(tok *authv1alpha1.OpsnowToken) *metav1.Condition {
+	return apimeta.FindStatusCondition(tok.Status.Conditions, authv1alpha1.ConditionReady)
+}
+
+// waitReady waits for Ready with status and reason and returns the token.
+func (h *harness) waitReady(name string, status metav1.ConditionStatus, reason string) *authv1alpha1.OpsnowToken {
+	h.t.Helper()
+	var tok *authv1alpha1.OpsnowToken
+	h.eventually(fmt.Sprintf("%s Ready=%s/%s", name, status, reason), func() (bool, string) {
+		tok = h.getToken(name)
+		c := readyCondition(tok)
+		if c == nil {
+			return false, "no Ready condition"
+		}
+		return c.Status == status && c.Reason == reason && tok.Status.ObservedGeneration == tok.Generation,
+			fmt.Sprintf("Ready=%s/%s %q, observedGeneration %d of %d", c.Status, c.Reason, c.Message,
+				tok.Status.ObservedGeneration, tok.Generation)
+	})
+	return tok
+}
+
+// waitRequests waits until the token server has seen n token requests.
+func (h *harness) waitRequests(n int64) {
+	h.t.Helper()
+	h.eventually(fmt.Sprintf("%d token requests", n), func() (bool, string) {
+		got := h.server.Requests()
+		return got == n, fmt.Sprintf("got %d token requests", got)
+	})
+}
+
+// assertRequestsStay checks for a while that no further token request arrives.
+func (h *harness) assertRequestsStay(n int64, d time.Duration) {
+	h.t.Helper()
+	h.consistently(fmt.Sprintf("token requests at %d", n), d, func() (bool, string) {
+		got := h.server.Requests()
+		return got == n, fmt.Sprintf("got %d token requests, want %d", got, n)
+	})
+}
+
+// step moves the fake clock forward, firing planned refreshes and retries.
+func (h *harness) step(d time.Duration) { h.clock.Step(d) }
+
+// stepTo moves the fake clock to t (if it is in the future).
+func (h *harness) stepTo(t time.Time) {
+	if d := t.Sub(h.clock.Now()); d > 0 {
+		h.clock.Step(d)
+	}
+}
+
+// events returns the events regarding the named object in the test namespace.
+func (h *harness) events(name string) []eventsv1.Event {
+	h.t.Helper()
+	var list eventsv1.EventList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(h.ns)); err != nil {
+		h.t.Fatalf("list events: %v", err)
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvent waits for an event of the given type and reason about name.
+func (h *harness) waitEvent(name, eventType, reason string) eventsv1.Event {
+	h.t.Helper()
+	var found eventsv1.Event
+	h.eventually(fmt.Sprintf("%s event %s about %s", eventType, reason, name), func() (bool, string) {
+		var seen []string
+		for _, e := range h.events(name) {
+			if e.Type == eventType && e.Reason == reason {
+				found = e
+				return true, ""
+			}
+			seen = append(seen, e.Type+"/"+e.Reason)
+		}
+		return false, "events seen: " + strings.Join(seen, ", ")
+	})
+	return found
+}
+
+// update re-reads obj, applies mutate and writes it, retrying on conflicts.
+func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, waitTimeout, true,
+		func(ctx context.Context) (bool, error) {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+				return false, err
+			}
+			mutate(obj)
+			err := k8s.Update(ctx, obj)
+			if apierrors.IsConflict(err) {
+				return false, nil
+			}
+			return err == nil, err
+		})
+	if err != nil {
+		t.Fatalf("update %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the manager's concurrent logging.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// reconcileCount is the number of OpsnowToken reconciles this process ran,
+// read from controller-runtime's metrics.
+func reconcileCount(t *testing.T) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "opsnowtoken" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
