@@ -36,7 +36,7 @@ import (
 // a restart and without asking OpsNow, whether the token in the Secret is
 // still the one it issued, for the same spec and API key.
 const (
-	issuedAtAnnotation = "auth.opsnow.io/issued-at"
+	issuedAtAnnotation  = "auth.opsnow.io/issued-at"
 	expiresAtAnnotation = "auth.opsnow.io/expires-at"
 	// specHashAnnotation is a hash of the spec fields the token was issued for.
 	specHashAnnotation = "auth.opsnow.io/spec-hash"

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,7 +49,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"go.uber.org/zap/zapcore"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
@@ -132,7 +132,9 @@ type harness struct {
 type harnessOption func(*harness)
 
 // withManagerConfig runs the manager with cfg (for example a restricted user).
-func withManagerConfig(cfg *rest.Config) harnessOption { return func(h *harness) { h.managerConfig = cfg } }
+func withManagerConfig(cfg *rest.Config) harnessOption {
+	return func(h *harness) { h.managerConfig = cfg }
+}
 
 // withAllowedEndpoints adds endpoints to the manager's allowlist.
 func withAllowedEndpoints(e ...string) harnessOption {
