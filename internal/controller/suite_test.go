@@ -60,6 +60,8 @@ import (
 // The control plane shared by all tests of the package; each test works in
 // its own namespace with its own manager, token server and fake clock.
 var (
+	// testEnv is the control plane, kept for tests that provision users.
+	testEnv    *envtest.Environment
 	restConfig *rest.Config
 	k8s        client.Client
 	scheme     = runtime.NewScheme()
@@ -81,13 +83,13 @@ func TestMain(m *testing.M) {
 			"which provides kube-apiserver and etcd (hack/envtest-assets.sh)")
 		os.Exit(1)
 	}
-	env := &envtest.Environment{
+	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}
 	var err error
-	if restConfig, err = env.Start(); err != nil {
+	if restConfig, err = testEnv.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "start envtest control plane: %v\n", err)
 		os.Exit(1)
 	}
@@ -96,7 +98,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	if err := env.Stop(); err != nil {
+	if err := testEnv.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop envtest control plane: %v\n", err)
 	}
 	os.Exit(code)
@@ -124,6 +126,8 @@ type harness struct {
 	managerConfig *rest.Config
 	allowlist     []string
 	watchAll      bool
+	// leaderElection runs the manager with leader election on a Lease in the test namespace.
+	leaderElection bool
 
 	stop func()
 	mgr  ctrl.Manager
@@ -143,6 +147,9 @@ func withAllowedEndpoints(e ...string) harnessOption {
 
 // withWatchAllNamespaces runs the manager without --watch-namespaces.
 func withWatchAllNamespaces() harnessOption { return func(h *harness) { h.watchAll = true } }
+
+// withLeaderElection runs the manager with --leader-elect, its Lease in the test namespace.
+func withLeaderElection() harnessOption { return func(h *harness) { h.leaderElection = true } }
 
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
@@ -195,7 +202,11 @@ func (h *harness) startManager() {
 		HealthProbeBindAddress: "0",
 		Logger:                 logger,
 		// Several managers run one after another in this process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(true)},
+		LeaderElection:                h.leaderElection,
+		LeaderElectionID:              "opsnow-token-operator.auth.opsnow.io",
+		LeaderElectionNamespace:       h.ns,
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		h.t.Fatalf("create manager: %v", err)
@@ -217,9 +228,13 @@ func (h *harness) startManager() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
+	// Bounded, so that a manager denied a list or watch fails the test
+	// instead of hanging it.
+	syncCtx, cancelSync := context.WithTimeout(ctx, waitTimeout)
+	defer cancelSync()
+	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
 		cancel()
-		h.t.Fatalf("manager cache did not sync")
+		h.t.Fatalf("manager cache did not sync within %s", waitTimeout)
 	}
 	h.mgr = mgr
 	h.stop = func() {
