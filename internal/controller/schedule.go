@@ -125,7 +125,9 @@ func nextRetry(p retryPolicy, now, expiresAt time.Time) time.Time {
 		next = expiresAt
 	}
 	if next.Sub(now) < minRequeue {
-		next = now.Add(minRequeue)
+		// Rounded up as well: status would otherwise show a retry time
+		// earlier than the one planned.
+		next = ceilSecond(now.Add(minRequeue))
 	}
 	return next
 }
