@@ -197,30 +197,33 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 	// otherwise, and it is never touched. Its deletion re-triggers this.
 	secret, err := r.targetSecret(ctx, tok)
 	if errors.Is(err, errSecretConflict) {
-		r.markNotReady(tok, authv1alpha1.ReasonSecretConflict, fmt.Sprintf(
-			"Secret %q exists and is not controlled by this OpsnowToken; it is left untouched", tok.Status.SecretName))
+		r.markSecretConflict(tok)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 
-	var held heldToken
-	intact := false
-	if secret != nil {
-		held, intact = readHeldToken(secret)
-	}
 	hash := specHash(tok.Spec, endpointURL)
-	sched := refreshTime(held.IssuedAt, held.ExpiresAt, refreshBefore(tok), string(tok.UID)+held.ExpiresAt.String())
-	cause := refreshDue(refreshState{
-		SecretExists:     secret != nil,
-		Intact:           intact,
-		Held:             held,
-		SpecHash:         hash,
-		RefreshRequested: r.refreshRequestPending(tok, held),
-		RefreshAt:        sched.RefreshAt,
-		Now:              now,
-	})
+	held, intact, sched, cause := r.decide(tok, secret, hash, now)
+	// A due refresh is confirmed against the live Secret: the cache may still
+	// hold it as it was before this reconciler's own last write (the Secret
+	// metadata watch can requeue the token first), and deciding on that old
+	// content would spend a second exchange, then fail to write on a conflict.
+	if cause != "" && secret != nil {
+		live, err := r.liveTargetSecret(ctx, tok)
+		if errors.Is(err, errSecretConflict) {
+			r.markSecretConflict(tok)
+			return ctrl.Result{}, nil
+		}
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if live == nil || live.ResourceVersion != secret.ResourceVersion {
+			secret = live
+			held, intact, sched, cause = r.decide(tok, secret, hash, now)
+		}
+	}
 
 	// The API key is read only when it may have changed or is needed.
 	var key *apiKey
@@ -283,6 +286,27 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 		return ctrl.Result{}, err
 	}
 	return r.refreshSucceeded(ctx, tok, issued, cause, now), nil
+}
+
+// decide reads the token secret holds (nil: none) and returns it, whether it
+// is intact, its refresh time and the cause of a refresh due now.
+func (r *OpsnowTokenReconciler) decide(tok *authv1alpha1.OpsnowToken, secret *corev1.Secret, hash string, now time.Time) (heldToken, bool, schedule, string) {
+	var held heldToken
+	intact := false
+	if secret != nil {
+		held, intact = readHeldToken(secret)
+	}
+	sched := refreshTime(held.IssuedAt, held.ExpiresAt, refreshBefore(tok), string(tok.UID)+held.ExpiresAt.String())
+	cause := refreshDue(refreshState{
+		SecretExists:     secret != nil,
+		Intact:           intact,
+		Held:             held,
+		SpecHash:         hash,
+		RefreshRequested: r.refreshRequestPending(tok, held),
+		RefreshAt:        sched.RefreshAt,
+		Now:              now,
+	})
+	return held, intact, sched, cause
 }
 
 // refreshState is what refreshDue decides on.
@@ -373,7 +397,15 @@ func (r *OpsnowTokenReconciler) targetSecret(ctx context.Context, tok *authv1alp
 	if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("get target Secret: %w", err)
 	}
+	// Not in the cache: absent, not labelled as ours, or ours but not cached
+	// yet (just created, or its labels removed).
+	return r.liveTargetSecret(ctx, tok)
+}
 
+// liveTargetSecret is targetSecret read from the API server: metadata
+// first, so that a foreign Secret's data is never read.
+func (r *OpsnowTokenReconciler) liveTargetSecret(ctx context.Context, tok *authv1alpha1.OpsnowToken) (*corev1.Secret, error) {
+	key := client.ObjectKey{Namespace: tok.Namespace, Name: tok.Status.SecretName}
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 	if err := r.APIReader.Get(ctx, key, m); err != nil {
@@ -385,7 +417,7 @@ func (r *OpsnowTokenReconciler) targetSecret(ctx context.Context, tok *authv1alp
 	if !metav1.IsControlledBy(m, tok) {
 		return nil, errSecretConflict
 	}
-	// Ours but not (yet) in the cache: just created, or its labels removed.
+	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, key, s); err != nil {
 		return nil, client.IgnoreNotFound(fmt.Errorf("get target Secret: %w", err))
 	}
@@ -592,10 +624,21 @@ func (r *OpsnowTokenReconciler) markReady(tok *authv1alpha1.OpsnowToken, held he
 	})
 }
 
+// markSecretConflict records that the target Secret is not this OpsnowToken's.
+func (r *OpsnowTokenReconciler) markSecretConflict(tok *authv1alpha1.OpsnowToken) {
+	r.markNotReady(tok, authv1alpha1.ReasonSecretConflict, fmt.Sprintf(
+		"Secret %q exists and is not controlled by this OpsnowToken; it is left untouched", tok.Status.SecretName))
+}
+
 // markNotReady sets Ready=False with reason and emits a Warning event when
 // the reason is new.
 func (r *OpsnowTokenReconciler) markNotReady(tok *authv1alpha1.OpsnowToken, reason, message string) {
-	previous := apimeta.FindStatusCondition(tok.Status.Conditions, authv1alpha1.ConditionReady)
+	// The reason is copied: FindStatusCondition points into the list that
+	// SetStatusCondition is about to change.
+	var previousReason string
+	if c := apimeta.FindStatusCondition(tok.Status.Conditions, authv1alpha1.ConditionReady); c != nil {
+		previousReason = c.Reason
+	}
 	apimeta.SetStatusCondition(&tok.Status.Conditions, metav1.Condition{
 		Type:               authv1alpha1.ConditionReady,
 		Status:             metav1.ConditionFalse,
@@ -603,7 +646,7 @@ func (r *OpsnowTokenReconciler) markNotReady(tok *authv1alpha1.OpsnowToken, reas
 		Message:            message,
 		ObservedGeneration: tok.Generation,
 	})
-	if previous != nil && previous.Reason == reason {
+	if previousReason == reason {
 		return
 	}
 	// Failures of an exchange have their own events (refreshFailed); these
