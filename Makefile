@@ -74,6 +74,11 @@ build: manifests generate fmt vet ## Build manager binary.
 run: manifests generate fmt vet ## Run a controller from your host against the cluster in KUBECONFIG.
 	go run . $(ARGS)
 
+.PHONY: demo
+demo: envtest-assets ## Run the operator end to end locally: control plane, token server, manager, a sample token (DEMO_DURATION=90s to stop by itself).
+	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
+		KUBECTL="$(KUBECTL)" go run ./hack/demo
+
 .PHONY: docker-build
 docker-build: ## Build docker image with the manager.
 	$(CONTAINER_TOOL) build -t ${IMG} .
