@@ -1,5 +1,7 @@
 # Image URL to use all building/pushing image targets
 IMG ?= ghcr.io/opsnow-token-operator/opsnow-token-operator:latest
+# The Helm chart, kept in step with config/ by helm-sync and the render test.
+CHART ?= charts/opsnow-token-operator
 
 # Get the currently used golang install path (in GOPATH/bin, unless GOBIN is set)
 ifeq (,$(shell go env GOBIN))
@@ -48,9 +50,9 @@ envtest-assets: setup-envtest ## Provide kube-apiserver and etcd for envtest (ca
 	@SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets ## Run all tests against a local control plane (envtest).
+test: manifests generate fmt vet envtest-assets kustomize helm ## Run all tests against a local control plane (envtest).
 	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
-		go test ./... -coverprofile cover.out -timeout 20m
+		KUSTOMIZE="$(KUSTOMIZE)" HELM="$(HELM)" go test ./... -coverprofile cover.out -timeout 20m
 
 .PHONY: verify
 verify: manifests generate ## Regenerate CRDs, RBAC and deepcopy code and fail if the tree changed.
@@ -59,6 +61,17 @@ verify: manifests generate ## Regenerate CRDs, RBAC and deepcopy code and fail i
 		git status --porcelain -- api config internal; git --no-pager diff --stat -- api config internal; \
 		exit 1; \
 	fi
+
+.PHONY: helm-sync
+helm-sync: manifests ## Copy the CRD and the manager's RBAC rules from config/ into the Helm chart.
+	rm -f $(CHART)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/rbac/leader_election_role.yaml $(CHART)/files/leader-election-role.yaml
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart.
+	"$(HELM)" lint --strict $(CHART)
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint linter
@@ -126,12 +139,14 @@ $(LOCALBIN):
 ## Tool Binaries
 KUBECTL ?= kubectl
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
+HELM ?= $(LOCALBIN)/helm
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 ENVTEST ?= $(LOCALBIN)/setup-envtest
 GOLANGCI_LINT = $(LOCALBIN)/golangci-lint
 
 ## Tool Versions
 KUSTOMIZE_VERSION ?= v5.7.1
+HELM_VERSION ?= v3.22.0
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 # A version tag: the module proxy refuses the release-0.25 branch.
 ENVTEST_VERSION ?= v0.25.1
@@ -143,6 +158,11 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 kustomize: $(KUSTOMIZE) ## Download kustomize locally if necessary.
 $(KUSTOMIZE): $(LOCALBIN)
 	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: helm
+helm: $(HELM) ## Download helm locally if necessary.
+$(HELM): $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Download controller-gen locally if necessary.
