@@ -18,7 +18,9 @@ package manifests_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +120,31 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
+// trackedInputs are what kustomize, helm and the manager build read. go test
+// reuses a cached result until an environment variable the tests read or a
+// file they opened changes; files only the tools open do not count, so the
+// tests open them all. Reads in TestMain before m.Run do not count either.
+var trackedInputs = []string{"charts", "config", "docs", "api", "internal", "main.go", "go.mod", "go.sum"}
+
+var trackInputsOnce = sync.OnceValue(func() error {
+	for _, name := range []string{"KUBEBUILDER_ASSETS", "KUSTOMIZE", "HELM"} {
+		os.Getenv(name)
+	}
+	for _, in := range trackedInputs {
+		err := filepath.WalkDir(filepath.Join(repoRoot, in), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			_, err = os.ReadFile(path)
+			return err
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+})
+
 // toolPath resolves a relative tool path against the module root, where
 // `make` runs, rather than this package's directory, where `go test` runs.
 func toolPath(p string) string {
@@ -130,6 +157,9 @@ func toolPath(p string) string {
 // requireCluster skips t unless kustomize, helm and the API server are there.
 func requireCluster(t *testing.T) {
 	t.Helper()
+	if err := trackInputsOnce(); err != nil {
+		t.Fatalf("read the rendered inputs: %v", err)
+	}
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
