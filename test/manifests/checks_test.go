@@ -149,6 +149,16 @@ func checkReferences(t *testing.T, r *rendering) {
 	for _, m := range r.all("ServiceMonitor") {
 		checkServiceMonitor(t, r, m)
 	}
+
+	for _, p := range r.all("NetworkPolicy") {
+		selector, _, _ := unstructured.NestedStringMap(p.Object, "spec", "podSelector", "matchLabels")
+		if !slices.ContainsFunc(deployments, func(d *unstructured.Unstructured) bool {
+			return d.GetNamespace() == p.GetNamespace() &&
+				labels.SelectorFromSet(selector).Matches(labels.Set(toDeployment(t, d).Spec.Template.Labels))
+		}) {
+			t.Errorf("%s: podSelector %v matches no Deployment's pods", describe(p), selector)
+		}
+	}
 }
 
 // checkServiceMonitor checks that m selects a Service of the rendering and

@@ -75,29 +75,40 @@ func TestKustomizeDefault(t *testing.T) {
 	}
 }
 
-// The documented way to add the ServiceMonitor and the PrometheusRule:
-// uncomment the [PROMETHEUS] line of config/default/kustomization.yaml.
-func TestKustomizeWithPrometheus(t *testing.T) {
+// The optional parts of config/default, each enabled the documented way:
+// uncommenting its line in config/default/kustomization.yaml.
+func TestKustomizeOptionalParts(t *testing.T) {
 	requireCluster(t)
-	config := filepath.Join(t.TempDir(), "config")
-	copyTree(t, filepath.Join(repoRoot, "config"), config)
-	path := filepath.Join(config, "default", "kustomization.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		line  string
+		kinds []string
+	}{
+		{"#- ../prometheus\n", []string{"ServiceMonitor", "PrometheusRule"}},
+		{"#- ../network-policy\n", []string{"NetworkPolicy"}},
+	} {
+		part := strings.TrimSpace(strings.TrimPrefix(c.line, "#- "))
+		t.Run(part, func(t *testing.T) {
+			config := filepath.Join(t.TempDir(), "config")
+			copyTree(t, filepath.Join(repoRoot, "config"), config)
+			path := filepath.Join(config, "default", "kustomization.yaml")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Count(data, []byte(c.line)) != 1 {
+				t.Fatalf("config/default/kustomization.yaml has no line %q to uncomment", c.line)
+			}
+			if err := os.WriteFile(path, bytes.Replace(data, []byte(c.line), []byte(c.line[1:]), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := kustomizeBuild(t, filepath.Join(config, "default"))
+			r.source = "kustomize build config/default with " + part
+			checkRendering(t, r)
+			for _, kind := range c.kinds {
+				r.one(t, kind)
+			}
+		})
 	}
-	const line = "#- ../prometheus\n"
-	if bytes.Count(data, []byte(line)) != 1 {
-		t.Fatalf("config/default/kustomization.yaml has no line %q to uncomment, which docs/metrics.md documents", line)
-	}
-	if err := os.WriteFile(path, bytes.Replace(data, []byte(line), []byte(line[1:]), 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := kustomizeBuild(t, filepath.Join(config, "default"))
-	r.source = "kustomize build config/default with ../prometheus"
-	checkRendering(t, r)
-	r.one(t, "ServiceMonitor")
-	r.one(t, "PrometheusRule")
 }
 
 // The namespaced install (config/namespaced), when the overlay exists.
