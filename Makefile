@@ -92,6 +92,11 @@ demo: envtest-assets ## Run the operator end to end locally: control plane, toke
 	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
 		KUBECTL="$(KUBECTL)" go run ./hack/demo
 
+.PHONY: bench
+bench: envtest-assets ## Measure the operator at scale on a local control plane; results in bin/bench.json (BENCH_ARGS="-n 10000 -scenarios burst").
+	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
+		go run ./hack/bench $(BENCH_ARGS)
+
 .PHONY: docker-build
 docker-build: ## Build docker image with the manager.
 	$(CONTAINER_TOOL) build -t ${IMG} .
