@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,14 +43,19 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
@@ -417,6 +423,506 @@ func fakeJWT(t *testing.T) string {
 	header := enc([]byte(`{"alg":"HS256","typ":"JWT"}`))
 	payload := enc([]byte(`{"sub":"` + randomHex(t, 8) + `","exp":4102444800}`))
 	return header + "." + payload + "." + enc([]byte(randomHex(t, 16)))
+}
+
+// --- Least privilege ------------------------------------------------------
+
+// rbacRule is one verb on one resource, the unit in which RBAC is compared.
+type rbacRule struct{ group, resource, verb string }
+
+func (r rbacRule) String() string {
+	g := r.group
+	if g == "" {
+		g = "core"
+	}
+	return g + "/" + r.resource + ":" + r.verb
+}
+
+// expandRules flattens policy rules into single verbs on single resources.
+// Wildcards stay as "*", so that they show up as unexpected.
+func expandRules(t *testing.T, rules []rbacv1.PolicyRule) []rbacRule {
+	t.Helper()
+	var out []rbacRule
+	for _, r := range rules {
+		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+			t.Errorf("unexpected rule form %+v: want plain apiGroups/resources/verbs", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out = append(out, rbacRule{g, res, v})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b rbacRule) int { return strings.Compare(a.String(), b.String()) })
+	return slices.Compact(out)
+}
+
+// compareRules fails t with every rule granted but not expected (too wide)
+// and every rule expected but not granted (too narrow).
+func compareRules(t *testing.T, what string, got []rbacv1.PolicyRule, want []rbacRule) {
+	t.Helper()
+	granted := expandRules(t, got)
+	for _, r := range granted {
+		if !slices.Contains(want, r) {
+			t.Errorf("%s grants %s, which the manager does not use: remove it", what, r)
+		}
+	}
+	for _, r := range want {
+		if !slices.Contains(granted, r) {
+			t.Errorf("%s lacks %s, which the manager needs", what, r)
+		}
+	}
+}
+
+// The rules the manager needs, and nothing more. A change here must come
+// with a change in what the controller calls; the envtest stories below
+// prove that these suffice.
+var (
+	// managerRules is config/rbac/role.yaml, generated from the
+	// +kubebuilder:rbac markers of the reconciler.
+	managerRules = []rbacRule{
+		// Target Secrets: cached by label (list, watch), created, updated
+		// when refreshed; API-key Secrets read with get; metadata of all
+		// Secrets watched (list, watch). No patch, no delete: the operator
+		// never deletes a Secret, garbage collection does.
+		{"", "secrets", "create"},
+		{"", "secrets", "get"},
+		{"", "secrets", "list"},
+		{"", "secrets", "update"},
+		{"", "secrets", "watch"},
+		{"auth.opsnow.io", "opsnowtokens", "get"},
+		{"auth.opsnow.io", "opsnowtokens", "list"},
+		{"auth.opsnow.io", "opsnowtokens", "watch"},
+		// Status is written with a merge patch only.
+		{"auth.opsnow.io", "opsnowtokens/status", "patch"},
+		// Events through events.k8s.io/v1; patch updates an event series.
+		{"events.k8s.io", "events", "create"},
+		{"events.k8s.io", "events", "patch"},
+	}
+	// leaderElectionRules is config/rbac/leader_election_role.yaml, a Role
+	// in the manager's own namespace.
+	leaderElectionRules = []rbacRule{
+		{"coordination.k8s.io", "leases", "create"},
+		{"coordination.k8s.io", "leases", "get"},
+		{"coordination.k8s.io", "leases", "update"},
+		// The leader-election events go through the core/v1 recorder.
+		{"", "events", "create"},
+		{"", "events", "patch"},
+	}
+	// metricsAuthRules is config/rbac/metrics_auth_role.yaml: the metrics
+	// endpoint asks the API server who a scraper is and whether it may read.
+	metricsAuthRules = []rbacRule{
+		{"authentication.k8s.io", "tokenreviews", "create"},
+		{"authorization.k8s.io", "subjectaccessreviews", "create"},
+	}
+)
+
+// The generated and hand-written roles grant exactly what the manager
+// uses: too wide fails here, too narrow fails the stories under RBAC.
+func TestRolesGrantExactlyWhatIsUsed(t *testing.T) {
+	var cr rbacv1.ClusterRole
+	readObject(t, filepath.Join(configDir, "rbac", "role.yaml"), "ClusterRole", &cr)
+	compareRules(t, "ClusterRole "+cr.Name+" (config/rbac/role.yaml)", cr.Rules, managerRules)
+
+	var le rbacv1.Role
+	readObject(t, filepath.Join(configDir, "rbac", "leader_election_role.yaml"), "Role", &le)
+	compareRules(t, "Role "+le.Name+" (config/rbac/leader_election_role.yaml)", le.Rules, leaderElectionRules)
+
+	var ma rbacv1.ClusterRole
+	readObject(t, filepath.Join(configDir, "rbac", "metrics_auth_role.yaml"), "ClusterRole", &ma)
+	compareRules(t, "ClusterRole "+ma.Name+" (config/rbac/metrics_auth_role.yaml)", ma.Rules, metricsAuthRules)
+
+	var mr rbacv1.ClusterRole
+	readObject(t, filepath.Join(configDir, "rbac", "metrics_reader_role.yaml"), "ClusterRole", &mr)
+	want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+	if !equalJSON(mr.Rules, want) {
+		t.Errorf("ClusterRole %s rules: got %+v, want only get on /metrics", mr.Name, mr.Rules)
+	}
+
+	// The namespaced install grants the same rules as Roles.
+	var nr rbacv1.Role
+	readObject(t, filepath.Join(configDir, "namespaced", "tenant", "role.yaml"), "Role", &nr)
+	compareRules(t, "Role "+nr.Name+" (config/namespaced/tenant/role.yaml)", nr.Rules, managerRules)
+}
+
+// The manager runs cluster-wide, with leader election, as a user that holds
+// only the generated ClusterRole and the leader-election Role, and every
+// story works: nothing it does is denied.
+func TestManagerRunsUnderGeneratedRBAC(t *testing.T) {
+	user := newManagerUser(t)
+	h := newHarness(t, withManagerConfig(user.config), withWatchAllNamespaces(), withLeaderElection(),
+		withBeforeStart(func(h *harness) { user.bind(h, false) }))
+	runStoriesUnderRBAC(t, h, user)
+}
+
+// The namespaced install: the same rules as a Role in the one watched
+// namespace are enough.
+func TestManagerRunsUnderNamespacedRBAC(t *testing.T) {
+	user := newManagerUser(t)
+	h := newHarness(t, withManagerConfig(user.config), withLeaderElection(),
+		withBeforeStart(func(h *harness) { user.bind(h, true) }))
+	runStoriesUnderRBAC(t, h, user)
+}
+
+// managerUser is an identity with no rights but those bound by bind.
+type managerUser struct {
+	name   string
+	config *rest.Config
+}
+
+func newManagerUser(t *testing.T) *managerUser {
+	t.Helper()
+	name := "opsnow-token-operator-" + randomHex(t, 4)
+	u, err := testEnv.AddUser(envtest.User{Name: name}, nil)
+	if err != nil {
+		t.Fatalf("add user: %v", err)
+	}
+	cfg := u.Config()
+	// The manager's own client rate limits would only slow the test.
+	cfg.QPS, cfg.Burst = 100, 200
+	return &managerUser{name: name, config: cfg}
+}
+
+// bind grants the user the manager's rules from config/rbac/role.yaml,
+// cluster-wide or, when namespaced, as a Role in the test namespace only,
+// and the leader-election Role in the test namespace.
+func (u *managerUser) bind(h *harness, namespaced bool) {
+	t := h.t
+	t.Helper()
+	ctx := context.Background()
+	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: u.name}}
+	create := func(obj client.Object) {
+		t.Helper()
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+	}
+
+	var manager rbacv1.ClusterRole
+	readObject(t, filepath.Join(configDir, "rbac", "role.yaml"), "ClusterRole", &manager)
+	if namespaced {
+		create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: manager.Name}, Rules: manager.Rules})
+		create(&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: manager.Name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: manager.Name},
+			Subjects:   subjects,
+		})
+	} else {
+		name := manager.Name + "-" + u.name
+		create(&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: manager.Rules})
+		create(&rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   subjects,
+		})
+	}
+
+	var le rbacv1.Role
+	readObject(t, filepath.Join(configDir, "rbac", "leader_election_role.yaml"), "Role", &le)
+	create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: le.Name}, Rules: le.Rules})
+	create(&rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: le.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: le.Name},
+		Subjects:   subjects,
+	})
+}
+
+// runStoriesUnderRBAC runs the main stories against a manager running as
+// user: token written, planned refresh, API-key rotation, a deleted Secret
+// restored, a conflict left alone, events written, leadership acquired;
+// then checks that the API server denied the manager nothing.
+func runStoriesUnderRBAC(t *testing.T, h *harness, user *managerUser) {
+	ctx := context.Background()
+	// Last, and also when a story failed: stop the manager (releasing the
+	// Lease) and report every request the API server denied it.
+	t.Cleanup(func() {
+		h.stopManager()
+		// RBAC denials read `User "<name>" cannot <verb> resource ...`,
+		// with the quotes escaped inside a logged error.
+		var denials []string
+		for line := range strings.SplitSeq(h.logs.String(), "\n") {
+			if strings.Contains(line, user.name) && strings.Contains(line, " cannot ") {
+				denials = append(denials, line)
+			}
+		}
+		for i, line := range denials {
+			if i == 3 {
+				t.Errorf("... and %d more denials", len(denials)-i)
+				break
+			}
+			t.Errorf("the API server denied the manager a request: %s", line)
+		}
+	})
+	select {
+	case <-h.mgr.Elected():
+	case <-time.After(waitTimeout):
+		t.Fatal("the manager did not become leader")
+	}
+	var lease coordinationv1.Lease
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: h.ns, Name: "opsnow-token-operator.auth.opsnow.io"}, &lease); err != nil {
+		t.Fatalf("get leader-election Lease: %v", err)
+	}
+
+	// Keys unique to this test: a cluster-wide manager also sees the
+	// tokens other tests left behind and may send their keys here.
+	key1, key2 := "key-"+randomHex(t, 8), "key-"+randomHex(t, 8)
+	h.createAPIKeySecret("opsnow-api-key", key1)
+	h.createToken("billing", "opsnow-api-key")
+	tok := h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	h.eventually("the token in the target Secret", func() (bool, string) {
+		s := h.getSecret("billing")
+		return s != nil && slices.Contains(h.server.Issued(), string(s.Data[authv1alpha1.SecretTokenKey])),
+			"no Secret holding an issued token"
+	})
+	h.waitEvent("billing", corev1.EventTypeNormal, "TokenRefreshed")
+
+	// Planned refresh: the Secret is updated.
+	first := tok.Status.ExpiresAt.Time
+	h.stepTo(tok.Status.NextRefreshTime.Time)
+	h.eventuallyNudging("the planned refresh", func() (bool, string) {
+		tok = h.getToken("billing")
+		return tok.Status.ExpiresAt.Time.After(first), fmt.Sprintf("expiresAt %v", tok.Status.ExpiresAt)
+	})
+	if got := h.server.RequestsFor(key1); got != 2 {
+		t.Errorf("token requests with the first key: got %d, want 2", got)
+	}
+
+	// API-key rotation: read again, exchanged at once.
+	update(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "opsnow-api-key"}},
+		func(s *corev1.Secret) { s.Data[authv1alpha1.DefaultAPIKeyKey] = []byte(key2) })
+	h.eventually("an exchange with the rotated key", func() (bool, string) {
+		n := h.server.RequestsFor(key2)
+		return n == 1, fmt.Sprintf("%d requests with the new key", n)
+	})
+	h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+
+	// A deleted target Secret is created again.
+	if err := k8s.Delete(ctx, h.getSecret("billing")); err != nil {
+		t.Fatalf("delete target Secret: %v", err)
+	}
+	h.eventually("the target Secret restored", func() (bool, string) {
+		s := h.getSecret("billing")
+		return s != nil && len(s.Data[authv1alpha1.SecretTokenKey]) > 0, "Secret missing"
+	})
+
+	// A foreign Secret with the target name is left alone.
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "taken"},
+		Data:       map[string][]byte{"password": []byte("do-not-touch")},
+	}
+	if err := k8s.Create(ctx, foreign); err != nil {
+		t.Fatalf("create foreign Secret: %v", err)
+	}
+	h.createToken("second", "opsnow-api-key", func(tok *authv1alpha1.OpsnowToken) { tok.Spec.SecretName = "taken" })
+	h.waitReady("second", metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict)
+	h.waitEvent("second", corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict)
+	if got := h.getSecret("taken"); got.ResourceVersion != foreign.ResourceVersion {
+		t.Errorf("foreign Secret modified: resourceVersion %s, was %s", got.ResourceVersion, foreign.ResourceVersion)
+	}
+
+	// Leader election announces itself with a core/v1 event.
+	h.eventually("the leader-election event", func() (bool, string) {
+		var events corev1.EventList
+		if err := k8s.List(ctx, &events, client.InNamespace(h.ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range events.Items {
+			if e.Reason == "LeaderElection" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d core events, none about leader election", len(events.Items))
+	})
+}
+
+// config/namespaced renders (with kustomize) to an install whose manager
+// holds no cluster-wide right to Secrets or OpsnowTokens: exactly the
+// manager's rules as a Role in each namespace it watches, and nowhere else.
+func TestNamespacedInstallRenders(t *testing.T) {
+	kustomize := os.Getenv("KUSTOMIZE")
+	if kustomize == "" {
+		kustomize = filepath.Join("..", "..", "bin", "kustomize")
+	}
+	if _, err := os.Stat(kustomize); err != nil {
+		t.Skipf("kustomize not found at %s (make kustomize installs it): %v", kustomize, err)
+	}
+	out, err := exec.Command(kustomize, "build", filepath.Join(configDir, "namespaced")).Output()
+	if err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			t.Fatalf("kustomize build config/namespaced: %v\n%s", err, exitErr.Stderr)
+		}
+		t.Fatalf("kustomize build config/namespaced: %v", err)
+	}
+
+	const sa = "opsnow-token-operator-controller-manager"
+	const saNamespace = "opsnow-token-operator-system"
+	boundToManager := func(subjects []rbacv1.Subject) bool {
+		return slices.ContainsFunc(subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Name == sa && s.Namespace == saNamespace
+		})
+	}
+	var (
+		watched      []string
+		clusterRoles = map[string][]rbacv1.PolicyRule{}
+		roles        = map[string][]rbacv1.PolicyRule{} // namespace/name
+		roleNS       = map[string]bool{}
+	)
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	var objects []unstructured.Unstructured
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode kustomize output: %v", err)
+		}
+		objects = append(objects, u)
+	}
+	convert := func(u unstructured.Unstructured, obj any) {
+		t.Helper()
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+			t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+	for _, u := range objects {
+		switch u.GetKind() {
+		case "ClusterRole":
+			var cr rbacv1.ClusterRole
+			convert(u, &cr)
+			clusterRoles[cr.Name] = cr.Rules
+		case "Role":
+			var r rbacv1.Role
+			convert(u, &r)
+			roles[r.Namespace+"/"+r.Name] = r.Rules
+		case "Deployment":
+			var d appsv1.Deployment
+			convert(u, &d)
+			for _, arg := range d.Spec.Template.Spec.Containers[0].Args {
+				if v, ok := strings.CutPrefix(arg, "--watch-namespaces="); ok {
+					watched = strings.Split(v, ",")
+				}
+			}
+		}
+	}
+	if len(watched) == 0 {
+		t.Fatal("the manager Deployment has no --watch-namespaces")
+	}
+	for _, u := range objects {
+		switch u.GetKind() {
+		case "ClusterRoleBinding":
+			var b rbacv1.ClusterRoleBinding
+			convert(u, &b)
+			if !boundToManager(b.Subjects) {
+				continue
+			}
+			rules, ok := clusterRoles[b.RoleRef.Name]
+			if !ok {
+				t.Errorf("ClusterRoleBinding %s binds the manager to ClusterRole %s, which the install does not define", b.Name, b.RoleRef.Name)
+			}
+			for _, r := range expandRules(t, rules) {
+				if slices.Contains(metricsAuthRules, r) {
+					continue
+				}
+				t.Errorf("ClusterRoleBinding %s grants the manager %s cluster-wide", b.Name, r)
+			}
+		case "RoleBinding":
+			var b rbacv1.RoleBinding
+			convert(u, &b)
+			if !boundToManager(b.Subjects) || b.RoleRef.Kind != "Role" {
+				continue
+			}
+			rules, ok := roles[b.Namespace+"/"+b.RoleRef.Name]
+			if !ok {
+				t.Errorf("RoleBinding %s/%s names a Role that is not in the install", b.Namespace, b.Name)
+				continue
+			}
+			if b.Namespace == saNamespace && b.RoleRef.Name == "opsnow-token-operator-leader-election-role" {
+				compareRules(t, "leader-election Role", rules, leaderElectionRules)
+				continue
+			}
+			if !slices.Contains(watched, b.Namespace) {
+				t.Errorf("RoleBinding %s/%s grants the manager rights in a namespace it does not watch", b.Namespace, b.Name)
+			}
+			compareRules(t, "Role "+b.Namespace+"/"+b.RoleRef.Name, rules, managerRules)
+			roleNS[b.Namespace] = true
+		}
+	}
+	for _, ns := range watched {
+		if !roleNS[ns] {
+			t.Errorf("--watch-namespaces names %s, but no Role there is bound to the manager", ns)
+		}
+	}
+}
+
+// --- --watch-namespaces ---------------------------------------------------
+
+// A manager restricted to its namespace never touches an OpsnowToken in
+// another: no status, no Secret, its key never sent, not even read.
+func TestWatchNamespacesIgnoresOtherNamespaces(t *testing.T) {
+	h := newHarness(t) // restricted to h.ns, as --watch-namespaces=<h.ns>
+	ctx := context.Background()
+	other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "unwatched-"}}
+	if err := k8s.Create(ctx, other); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), other) })
+
+	otherKey := "key-" + randomHex(t, 8)
+	if err := k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other.Name, Name: "opsnow-api-key"},
+		Data:       map[string][]byte{authv1alpha1.DefaultAPIKeyKey: []byte(otherKey)},
+	}); err != nil {
+		t.Fatalf("create API-key Secret: %v", err)
+	}
+	unwatched := &authv1alpha1.OpsnowToken{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other.Name, Name: "billing"},
+		Spec:       authv1alpha1.OpsnowTokenSpec{APIKeySecretRef: authv1alpha1.SecretKeySelector{Name: "opsnow-api-key"}},
+	}
+	if err := k8s.Create(ctx, unwatched); err != nil {
+		t.Fatalf("create OpsnowToken: %v", err)
+	}
+
+	key := "key-" + randomHex(t, 8)
+	h.createAPIKeySecret("opsnow-api-key", key)
+	h.createToken("billing", "opsnow-api-key")
+	h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	h.step(2 * time.Hour) // every planned refresh and retry is due
+	h.eventuallyNudging("the watched token's refresh", func() (bool, string) {
+		n := h.server.RequestsFor(key)
+		return n == 2, fmt.Sprintf("%d token requests in the watched namespace", n)
+	})
+
+	h.consistently("the unwatched token untouched", time.Second, func() (bool, string) {
+		tok := &authv1alpha1.OpsnowToken{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(unwatched), tok); err != nil {
+			return false, err.Error()
+		}
+		if !equalJSON(tok.Status, authv1alpha1.OpsnowTokenStatus{}) {
+			return false, fmt.Sprintf("status written: %+v", tok.Status)
+		}
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: other.Name, Name: "billing"}, &corev1.Secret{})
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Sprintf("target Secret in the unwatched namespace: get returned %v", err)
+		}
+		if n := h.server.RequestsFor(otherKey); n != 0 {
+			return false, fmt.Sprintf("%d token requests with the unwatched namespace's key", n)
+		}
+		return true, ""
+	})
+	if strings.Contains(h.logs.String(), other.Name) {
+		t.Errorf("the manager log names the unwatched namespace %s", other.Name)
+	}
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events, client.InNamespace(other.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Items) != 0 {
+		t.Errorf("events in the unwatched namespace: got %d, want none", len(events.Items))
+	}
 }
 
 // --- helpers ---------------------------------------------------------------

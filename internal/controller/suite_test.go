@@ -128,6 +128,8 @@ type harness struct {
 	watchAll      bool
 	// leaderElection runs the manager with leader election on a Lease in the test namespace.
 	leaderElection bool
+	// beforeStart run once the test namespace exists, before the first manager starts.
+	beforeStart []func(*harness)
 
 	stop func()
 	mgr  ctrl.Manager
@@ -151,6 +153,13 @@ func withWatchAllNamespaces() harnessOption { return func(h *harness) { h.watchA
 // withLeaderElection runs the manager with --leader-elect, its Lease in the test namespace.
 func withLeaderElection() harnessOption { return func(h *harness) { h.leaderElection = true } }
 
+// withBeforeStart runs f once the test namespace exists and before the
+// manager starts, for objects the manager needs from its first moment
+// (RBAC bindings in the namespace, say).
+func withBeforeStart(f func(h *harness)) harnessOption {
+	return func(h *harness) { h.beforeStart = append(h.beforeStart, f) }
+}
+
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
 	h := &harness{
@@ -173,6 +182,9 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	h.ns = ns.Name
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
 
+	for _, f := range h.beforeStart {
+		f(h)
+	}
 	h.startManager()
 	t.Cleanup(h.stopManager)
 	return h
