@@ -99,6 +99,9 @@ type tokenMemory struct {
 	// refreshRequest is the last refresh-requested-at value acted on; it
 	// guards against acting twice on a value while status is not yet in the cache.
 	refreshRequest string
+	// apiKeyMatchedVersion is the API-key Secret resourceVersion whose key
+	// was read and found to be the one the held token was issued for.
+	apiKeyMatchedVersion string
 }
 
 // refreshError is a failed refresh and the Ready reason it records.
@@ -131,13 +134,8 @@ const (
 	eventRefreshBeforeIgnored = "RefreshBeforeIgnored"
 )
 
-// The manager's RBAC, and no more (security_test.go holds the exact list):
-// OpsnowTokens are read and their status merge-patched; Secrets are listed
-// and watched (target Secrets by label, the others by metadata), read
-// (API keys), created and updated, never patched or deleted; events are
-// written through events.k8s.io/v1, patch extending an event series.
 // +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens,verbs=get;list;watch
-// +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens/status,verbs=patch
+// +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -210,36 +208,28 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 	}
 
 	hash := specHash(tok.Spec, endpointURL)
-	held, intact, sched, cause := r.decide(tok, secret, hash, now)
+	d, err := r.decide(ctx, tok, secret, hash, now)
 	// A due refresh is confirmed against the live Secret: the cache may still
 	// hold it as it was before this reconciler's own last write (the Secret
 	// metadata watch can requeue the token first), and deciding on that old
 	// content would spend a second exchange, then fail to write on a conflict.
-	if cause != "" && secret != nil {
-		live, err := r.liveTargetSecret(ctx, tok)
-		if errors.Is(err, errSecretConflict) {
+	if err == nil && d.cause != "" && secret != nil {
+		live, liveErr := r.liveTargetSecret(ctx, tok)
+		if errors.Is(liveErr, errSecretConflict) {
 			r.markSecretConflict(tok)
 			return ctrl.Result{}, nil
 		}
-		if err != nil {
-			return ctrl.Result{}, err
+		if liveErr != nil {
+			return ctrl.Result{}, liveErr
 		}
 		if live == nil || live.ResourceVersion != secret.ResourceVersion {
 			secret = live
-			held, intact, sched, cause = r.decide(tok, secret, hash, now)
+			d, err = r.decide(ctx, tok, secret, hash, now)
 		}
 	}
-
-	// The API key is read only when it may have changed or is needed.
-	var key *apiKey
-	if cause == "" {
-		changed, current, err := r.apiKeyChanged(ctx, tok, held)
-		if err != nil {
-			return r.refreshFailed(ctx, tok, held, intact && held.SpecHash == hash, err, now)
-		}
-		if changed {
-			cause, key = causeAPIKeyChanged, current
-		}
+	held, intact, sched, cause, key := d.held, d.intact, d.sched, d.cause, d.key
+	if err != nil {
+		return r.refreshFailed(ctx, tok, held, intact && held.SpecHash == hash, err, now)
 	}
 
 	if cause == "" {
@@ -293,25 +283,45 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 	return r.refreshSucceeded(ctx, tok, issued, cause, now), nil
 }
 
-// decide reads the token secret holds (nil: none) and returns it, whether it
-// is intact, its refresh time and the cause of a refresh due now.
-func (r *OpsnowTokenReconciler) decide(tok *authv1alpha1.OpsnowToken, secret *corev1.Secret, hash string, now time.Time) (heldToken, bool, schedule, string) {
-	var held heldToken
-	intact := false
+// decision is what the target Secret and the API key say about the token.
+type decision struct {
+	held   heldToken
+	intact bool
+	sched  schedule
+	// cause is why a refresh is due now, "" when none is.
+	cause string
+	// key is the API key when it was read and found changed.
+	key *apiKey
+}
+
+// decide reads the token secret holds (nil: none), when it is to be
+// refreshed, and whether a refresh is due now. The API key is read only
+// when nothing else asks for a refresh and it may have changed.
+func (r *OpsnowTokenReconciler) decide(ctx context.Context, tok *authv1alpha1.OpsnowToken, secret *corev1.Secret, hash string, now time.Time) (decision, error) {
+	var d decision
 	if secret != nil {
-		held, intact = readHeldToken(secret)
+		d.held, d.intact = readHeldToken(secret)
 	}
-	sched := refreshTime(held.IssuedAt, held.ExpiresAt, refreshBefore(tok), string(tok.UID)+held.ExpiresAt.String())
-	cause := refreshDue(refreshState{
+	d.sched = refreshTime(d.held.IssuedAt, d.held.ExpiresAt, refreshBefore(tok), string(tok.UID)+d.held.ExpiresAt.String())
+	d.cause = refreshDue(refreshState{
 		SecretExists:     secret != nil,
-		Intact:           intact,
-		Held:             held,
+		Intact:           d.intact,
+		Held:             d.held,
 		SpecHash:         hash,
-		RefreshRequested: r.refreshRequestPending(tok, held),
-		RefreshAt:        sched.RefreshAt,
+		RefreshRequested: r.refreshRequestPending(tok, d.held),
+		RefreshAt:        d.sched.RefreshAt,
 		Now:              now,
 	})
-	return held, intact, sched, cause
+	if d.cause == "" {
+		changed, current, err := r.apiKeyChanged(ctx, tok, d.held)
+		if err != nil {
+			return d, err
+		}
+		if changed {
+			d.cause, d.key = causeAPIKeyChanged, current
+		}
+	}
+	return d, nil
 }
 
 // refreshState is what refreshDue decides on.
@@ -350,10 +360,16 @@ func refreshDue(s refreshState) string {
 // holds a value no exchange has answered yet.
 func (r *OpsnowTokenReconciler) refreshRequestPending(tok *authv1alpha1.OpsnowToken, held heldToken) bool {
 	v := tok.Annotations[authv1alpha1.RefreshRequestedAtAnnotation]
-	if v == "" || v == tok.Status.LastHandledRefreshRequest || v == held.RefreshRequest {
+	if v == "" || v == held.RefreshRequest {
 		return false
 	}
-	return v != r.recall(tok).refreshRequest
+	if v == tok.Status.LastHandledRefreshRequest || v == r.recall(tok).refreshRequest {
+		// Acted on, but no token in the Secret answers it: while that
+		// attempt stands failed, it is retried at the backoff time rather
+		// than dropped.
+		return tok.Status.FailedAttempts > 0
+	}
+	return true
 }
 
 // inputsChangedSinceFailure reports whether the spec, the refresh request or
@@ -499,10 +515,13 @@ func (r *OpsnowTokenReconciler) apiKeyVersion(ctx context.Context, tok *authv1al
 
 // apiKeyChanged reports whether the API key differs from the one the held
 // token was issued for. While the API-key Secret's resourceVersion is the one
-// seen before, no read is needed, so a restart costs no Secret reads.
+// the token was issued with, or one whose key was found unchanged, no read is
+// needed, so a restart costs no Secret reads.
 func (r *OpsnowTokenReconciler) apiKeyChanged(ctx context.Context, tok *authv1alpha1.OpsnowToken, held heldToken) (bool, *apiKey, error) {
 	version := r.apiKeyVersion(ctx, tok)
-	if m := r.recall(tok); version != "" && (version == held.APIKeyVersion || m.apiKeyRead && version == m.apiKeyVersion) {
+	// A version merely read is not enough: a rotated key whose exchange
+	// failed must still count as changed at the retry.
+	if m := r.recall(tok); version != "" && (version == held.APIKeyVersion || version == m.apiKeyMatchedVersion) {
 		return false, nil, nil
 	}
 	key, err := r.readAPIKey(ctx, tok)
@@ -510,6 +529,7 @@ func (r *OpsnowTokenReconciler) apiKeyChanged(ctx context.Context, tok *authv1al
 		return false, nil, err
 	}
 	if hashMatches(held.APIKeyHash, key.Value) {
+		r.remember(tok, func(m *tokenMemory) { m.apiKeyMatchedVersion = key.Version })
 		return false, nil, nil
 	}
 	return true, key, nil
@@ -566,12 +586,6 @@ func (r *OpsnowTokenReconciler) refreshFailed(ctx context.Context, tok *authv1al
 			return ctrl.Result{}, err
 		}
 		rerr = refreshErrorFrom(oerr)
-	}
-	// The client redacts the API key and whatever looks like a credential
-	// from upstream messages, but cannot know the token now in the Secret:
-	// an upstream quoting it must not put it in status, events or logs.
-	if held.Token != "" && strings.Contains(rerr.Message, held.Token) {
-		rerr.Message = strings.ReplaceAll(rerr.Message, held.Token, "[REDACTED]")
 	}
 	refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "failure").Inc()
 	tok.Status.FailedAttempts++
