@@ -92,13 +92,23 @@ func lcWaitSecretToken(h *harness, token string) *corev1.Secret {
 	return s
 }
 
-// lcWaitStatus waits until cond holds for the OpsnowToken and returns it.
+// lcWaitStatus waits until cond holds for the OpsnowToken, in the API
+// server and in the manager's cache, and returns it. The fake clock
+// can fire the next retry faster than any real one comes, so a story that
+// steps it right away must not leave the manager deciding on older status.
 func lcWaitStatus(h *harness, what string, cond func(*authv1alpha1.OpsnowToken) (bool, string)) *authv1alpha1.OpsnowToken {
 	h.t.Helper()
 	var tok *authv1alpha1.OpsnowToken
 	h.eventually(what, func() (bool, string) {
 		tok = h.getToken(lcToken)
 		return cond(tok)
+	})
+	h.eventually(what+" in the manager's cache", func() (bool, string) {
+		cached := &authv1alpha1.OpsnowToken{}
+		if err := h.mgr.GetCache().Get(context.Background(), client.ObjectKeyFromObject(tok), cached); err != nil {
+			return false, err.Error()
+		}
+		return cond(cached)
 	})
 	return tok
 }
@@ -717,5 +727,76 @@ func TestLifecycleCacheHoldsOnlyManagedSecrets(t *testing.T) {
 	err := h.mgr.GetClient().Get(ctx, client.ObjectKey{Namespace: h.ns, Name: lcAPIKeySecret}, &corev1.Secret{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("API-key Secret through the manager's client: got %v, want NotFound (not cached)", err)
+	}
+}
+
+// A manual refresh that fails is retried at the backoff time until an
+// exchange succeeds: the request is not dropped, nor its failure forgotten,
+// because it was tried once.
+func TestLifecycleFailedManualRefreshRetried(t *testing.T) {
+	h, tok := lcReadyToken(t)
+	first := h.getSecret(lcToken)
+	h.server.SetFault(&tokenserver.Fault{Status: 500})
+	update(t, tok, func(o *authv1alpha1.OpsnowToken) {
+		o.Annotations = map[string]string{authv1alpha1.RefreshRequestedAtAnnotation: "r1"}
+	})
+	h.waitRequests(2)
+	failed := lcWaitFailedAttempts(h, 1)
+	if failed.Status.LastHandledRefreshRequest != "r1" {
+		t.Errorf("lastHandledRefreshRequest after the failed attempt: got %q, want r1 (acted on)", failed.Status.LastHandledRefreshRequest)
+	}
+	if c := readyCondition(failed); c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready while the old token is valid: got %s/%s, want True", c.Status, c.Reason)
+	}
+	h.assertRequestsStay(2, lcQuiet)
+
+	h.stepTo(failed.Status.NextRefreshTime.Time)
+	h.waitRequests(3)
+	failed = lcWaitFailedAttempts(h, 2)
+	lcAssertSecretUnchanged(h, first)
+
+	h.server.SetFault(nil)
+	h.stepTo(failed.Status.NextRefreshTime.Time)
+	h.waitRequests(4)
+	lcWaitSecretToken(h, lcLastIssued(h))
+	lcWaitFailedAttempts(h, 0)
+	h.assertRequestsStay(4, lcQuiet)
+	if got := h.getToken(lcToken).Status.LastHandledRefreshRequest; got != "r1" {
+		t.Errorf("lastHandledRefreshRequest: got %q, want r1", got)
+	}
+}
+
+// A rotated key whose first exchange fails is retried with the new key at
+// the backoff time; meanwhile the token in the Secret, issued for the old
+// key, is kept but not reported Ready.
+func TestLifecycleAPIKeyRotationRetriedWhileFailing(t *testing.T) {
+	h, _ := lcReadyToken(t)
+	first := h.getSecret(lcToken)
+	const rotated = "opsnow-key-rotated-8Rt"
+	h.server.SetFault(&tokenserver.Fault{Status: 500})
+	update(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: lcAPIKeySecret}}, func(s *corev1.Secret) {
+		s.Data[authv1alpha1.DefaultAPIKeyKey] = []byte(rotated)
+	})
+	h.waitRequests(2)
+	failed := lcWaitFailedAttempts(h, 1)
+	if c := readyCondition(failed); c.Status != metav1.ConditionFalse || c.Reason != authv1alpha1.ReasonUpstreamUnavailable {
+		t.Errorf("Ready with a token for the old key: got %s/%s, want False/%s", c.Status, c.Reason, authv1alpha1.ReasonUpstreamUnavailable)
+	}
+	h.assertRequestsStay(2, lcQuiet)
+
+	h.stepTo(failed.Status.NextRefreshTime.Time)
+	h.waitRequests(3)
+	failed = lcWaitFailedAttempts(h, 2)
+	lcAssertSecretUnchanged(h, first)
+
+	h.server.SetFault(nil)
+	h.stepTo(failed.Status.NextRefreshTime.Time)
+	h.waitRequests(4)
+	lcWaitSecretToken(h, lcLastIssued(h))
+	h.waitReady(lcToken, metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	lcWaitFailedAttempts(h, 0)
+	h.assertRequestsStay(4, lcQuiet)
+	if got := h.server.RequestsFor(rotated); got != 3 {
+		t.Errorf("token requests with the new key: got %d, want 3", got)
 	}
 }
