@@ -134,8 +134,13 @@ const (
 	eventRefreshBeforeIgnored = "RefreshBeforeIgnored"
 )
 
+// The manager's RBAC, and no more (security_test.go holds the exact list):
+// OpsnowTokens are read and their status merge-patched; Secrets are listed
+// and watched (target Secrets by label, the others by metadata), read
+// (API keys), created and updated, never patched or deleted; events are
+// written through events.k8s.io/v1, patch extending an event series.
 // +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens,verbs=get;list;watch
-// +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
