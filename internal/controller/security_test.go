@@ -925,6 +925,142 @@ func TestWatchNamespacesIgnoresOtherNamespaces(t *testing.T) {
 	}
 }
 
+// --- The manager Deployment -------------------------------------------------
+
+// managerDeployment reads the Deployment from config/manager/manager.yaml.
+func managerDeployment(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	var d appsv1.Deployment
+	readObject(t, filepath.Join(configDir, "manager", "manager.yaml"), "Deployment", &d)
+	return &d
+}
+
+// The Deployment sets every field of the Pod Security "restricted" profile
+// itself, and the other hardening the SPEC asks for.
+func TestManagerDeploymentIsHardened(t *testing.T) {
+	d := managerDeployment(t)
+	pod := d.Spec.Template.Spec
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Error("pod securityContext.runAsNonRoot: want true")
+	} else if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext.seccompProfile: got %+v, want RuntimeDefault", psc.SeccompProfile)
+	}
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		t.Error("pod shares a host namespace")
+	}
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Error("pod automountServiceAccountToken: want an explicit true, the manager talks to the API server")
+	}
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		t.Error("pod enableServiceLinks: want false, the manager needs no service environment variables")
+	}
+	ndots := ""
+	if pod.DNSConfig != nil {
+		for _, o := range pod.DNSConfig.Options {
+			if o.Name == "ndots" && o.Value != nil {
+				ndots = *o.Value
+			}
+		}
+	}
+	if ndots != "1" {
+		t.Errorf("pod dnsConfig ndots: got %q, want \"1\" so that api.opsnow.io is never looked up under a cluster search domain first", ndots)
+	}
+
+	if len(pod.Containers) != 1 || len(pod.InitContainers) != 0 {
+		t.Fatalf("containers: got %d (and %d init), want the manager alone", len(pod.Containers), len(pod.InitContainers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	switch {
+	case sc == nil:
+		t.Fatal("manager securityContext: missing")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Error("manager allowPrivilegeEscalation: want false")
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Error("manager readOnlyRootFilesystem: want true")
+	case sc.Privileged != nil && *sc.Privileged:
+		t.Error("manager privileged: want false")
+	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0:
+		t.Errorf("manager capabilities: got %+v, want drop [ALL] and nothing added", sc.Capabilities)
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[r]; !ok {
+			t.Errorf("manager resources.requests.%s: missing", r)
+		}
+		if _, ok := c.Resources.Limits[r]; !ok {
+			t.Errorf("manager resources.limits.%s: missing", r)
+		}
+	}
+	for _, arg := range []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("manager args %q: want %s", c.Args, arg)
+		}
+	}
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--zap-devel") || strings.HasPrefix(arg, "--zap-encoder") || strings.HasPrefix(arg, "--metrics-secure=false") {
+			t.Errorf("manager arg %s: want the default JSON logs and HTTPS metrics", arg)
+		}
+	}
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != 8081 {
+			t.Errorf("manager %s probe: got %+v, want an HTTP probe on port 8081", name, p)
+		}
+	}
+}
+
+// The API server's PodSecurity admission, enforcing "restricted" on a
+// namespace, accepts a Pod made from the Deployment's template, and rejects
+// it once a required field is taken out (proof that it is enforcing).
+func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "restricted-", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+
+	template := managerDeployment(t).Spec.Template
+	podFrom := func(mutate func(*corev1.PodSpec)) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, GenerateName: "manager-", Labels: template.Labels},
+			Spec:       *template.Spec.DeepCopy(),
+		}
+		mutate(&p.Spec)
+		return p
+	}
+	if err := k8s.Create(ctx, podFrom(func(*corev1.PodSpec) {}), client.DryRunAll); err != nil {
+		t.Fatalf("dry-run create of the manager Pod in a restricted namespace: %v", err)
+	}
+
+	weakened := map[string]func(*corev1.PodSpec){
+		"no seccompProfile":        func(s *corev1.PodSpec) { s.SecurityContext.SeccompProfile = nil },
+		"no runAsNonRoot":          func(s *corev1.PodSpec) { s.SecurityContext.RunAsNonRoot = nil },
+		"privilege escalation":     func(s *corev1.PodSpec) { s.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil },
+		"capabilities not dropped": func(s *corev1.PodSpec) { s.Containers[0].SecurityContext.Capabilities = nil },
+		"NET_RAW capability added": func(s *corev1.PodSpec) {
+			s.Containers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"NET_RAW"}
+		},
+		"host network":              func(s *corev1.PodSpec) { s.HostNetwork = true },
+		"hostPath volume":           func(s *corev1.PodSpec) { s.Volumes = append(s.Volumes, hostPathVolume()) },
+		"container runs as root id": func(s *corev1.PodSpec) { s.Containers[0].SecurityContext.RunAsUser = new(int64) },
+	}
+	for name, mutate := range weakened {
+		t.Run(name, func(t *testing.T) {
+			err := k8s.Create(ctx, podFrom(mutate), client.DryRunAll)
+			if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "PodSecurity") {
+				t.Errorf("dry-run create with %s: got %v, want PodSecurity to forbid it", name, err)
+			}
+		})
+	}
+}
+
+func hostPathVolume() corev1.Volume {
+	return corev1.Volume{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}
+}
+
 // --- helpers ---------------------------------------------------------------
 
 // readObject decodes the one object of kind in the YAML file at path (which
