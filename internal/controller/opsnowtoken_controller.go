@@ -592,6 +592,12 @@ func (r *OpsnowTokenReconciler) refreshFailed(ctx context.Context, tok *authv1al
 		}
 		rerr = refreshErrorFrom(oerr)
 	}
+	// The client redacts the API key and whatever looks like a credential
+	// from upstream messages, but cannot know the token now in the Secret:
+	// an upstream quoting it must not put it in status, events or logs.
+	if held.Token != "" && strings.Contains(rerr.Message, held.Token) {
+		rerr.Message = strings.ReplaceAll(rerr.Message, held.Token, "[REDACTED]")
+	}
 	refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "failure").Inc()
 	tok.Status.FailedAttempts++
 	tok.Status.LastFailureMessage = rerr.Message
