@@ -272,6 +272,9 @@ func TestLifecycleManualRefresh(t *testing.T) {
 	h.assertRequestsStay(2, lcQuiet)
 	waitHandled("r1")
 
+	request("r1") // back to the value handled last: not a new one
+	h.assertRequestsStay(2, lcQuiet)
+
 	request("r2")
 	h.waitRequests(3)
 	waitHandled("r2")
@@ -289,8 +292,9 @@ func TestLifecycleNoExchangeWithoutCause(t *testing.T) {
 	firstToken := lcLastIssued(h)
 	ctx := context.Background()
 
-	// The operator's own status and Secret writes have settled: nothing
-	// more is written, nothing requested.
+	// Once the operator's own status and Secret writes have settled,
+	// nothing more is written, nothing requested: its writes trigger no loop.
+	h.assertRequestsStay(1, lcQuiet)
 	settledToken, settledSecret := h.getToken(lcToken).ResourceVersion, h.getSecret(lcToken).ResourceVersion
 	h.assertRequestsStay(1, lcQuiet)
 	if got := h.getToken(lcToken).ResourceVersion; got != settledToken {
