@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -102,6 +103,9 @@ type tokenMemory struct {
 	// apiKeyMatchedVersion is the API-key Secret resourceVersion whose key
 	// was read and found to be the one the held token was issued for.
 	apiKeyMatchedVersion string
+	// statusVersion is the resourceVersion returned by the last status
+	// patch: a cached OpsnowToken older than that lacks the patch.
+	statusVersion string
 }
 
 // refreshError is a failed refresh and the Ready reason it records.
@@ -155,6 +159,13 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, err
 	}
+	// The watch event of a Secret this reconciler just wrote often comes
+	// before the cache holds its own status patch. Deciding on that older
+	// status would patch the same status again, one extra write per new
+	// token; the cache catches up within moments.
+	if r.statusBehindCache(tok) {
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
+	}
 
 	base := tok.DeepCopy()
 	defer func() {
@@ -163,9 +174,13 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if equality.Semantic.DeepEqual(base.Status, tok.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, tok, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
-			retErr = kerrors.NewAggregate([]error{retErr, fmt.Errorf("patch status: %w", err)})
+		if err := r.Status().Patch(ctx, tok, client.MergeFrom(base)); err != nil {
+			if !apierrors.IsNotFound(err) {
+				retErr = kerrors.NewAggregate([]error{retErr, fmt.Errorf("patch status: %w", err)})
+			}
+			return
 		}
+		r.remember(tok, func(m *tokenMemory) { m.statusVersion = tok.ResourceVersion })
 	}()
 
 	result, err := r.reconcileToken(ctx, tok)
@@ -720,4 +735,19 @@ func (r *OpsnowTokenReconciler) forget(key types.NamespacedName) {
 	r.memory.Delete(key)
 	r.scheduler.cancel(key)
 	deleteTokenMetrics(key)
+}
+
+// cacheLagRetry is how long a reconcile waits for the cache to catch up with
+// the reconciler's own status patch.
+const cacheLagRetry = time.Second
+
+// statusBehindCache reports whether the cached tok is older than the last
+// status this reconciler wrote for it.
+func (r *OpsnowTokenReconciler) statusBehindCache(tok *authv1alpha1.OpsnowToken) bool {
+	written := r.recall(tok).statusVersion
+	if written == "" {
+		return false
+	}
+	cmp, err := resourceversion.CompareResourceVersion(tok.ResourceVersion, written)
+	return err == nil && cmp < 0
 }
