@@ -568,10 +568,16 @@ func (r *OpsnowTokenReconciler) exchange(ctx context.Context, endpointURL, key s
 	return token, err
 }
 
-// refreshSucceeded records a new token in status and events.
+// refreshSucceeded records a new token in status and, unless the refresh
+// was routine, in an event.
 func (r *OpsnowTokenReconciler) refreshSucceeded(ctx context.Context, tok *authv1alpha1.OpsnowToken, issued heldToken, cause string, now time.Time) ctrl.Result {
 	sched := refreshTime(issued.IssuedAt, issued.ExpiresAt, refreshBefore(tok), string(tok.UID)+issued.ExpiresAt.String())
 	refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "success").Inc()
+	// A planned refresh without earlier failures is routine: status and
+	// metrics show it, and an event for each would add a write per token
+	// every two thirds of a lifetime. Events mark what a user looks for: a
+	// first token, a change, a manual refresh, the end of failures.
+	routine := cause == causeScheduled && tok.Status.FailedAttempts == 0
 	tok.Status.FailedAttempts = 0
 	tok.Status.LastFailureMessage = ""
 	tok.Status.LastRefreshTime = &metav1.Time{Time: issued.IssuedAt}
@@ -582,11 +588,13 @@ func (r *OpsnowTokenReconciler) refreshSucceeded(ctx context.Context, tok *authv
 
 	logf.FromContext(ctx).Info("Refreshed access token", "secret", tok.Status.SecretName, "cause", cause,
 		"expiresAt", issued.ExpiresAt, "refreshAt", sched.RefreshAt)
-	r.Recorder.Eventf(tok, nil, corev1.EventTypeNormal, eventTokenRefreshed, "Refresh",
-		"Wrote a new access token to Secret %s (%s); it expires at %s", tok.Status.SecretName, cause,
-		issued.ExpiresAt.UTC().Format(time.RFC3339))
+	if !routine {
+		r.Recorder.Eventf(eventRef(tok), nil, corev1.EventTypeNormal, eventTokenRefreshed, "Refresh",
+			"Wrote a new access token to Secret %s (%s); it expires at %s", tok.Status.SecretName, cause,
+			issued.ExpiresAt.UTC().Format(time.RFC3339))
+	}
 	if sched.RefreshBeforeIgnored {
-		r.Recorder.Eventf(tok, nil, corev1.EventTypeWarning, eventRefreshBeforeIgnored, "Refresh",
+		r.Recorder.Eventf(eventRef(tok), nil, corev1.EventTypeWarning, eventRefreshBeforeIgnored, "Refresh",
 			"spec.refreshBefore (%s) is not shorter than the token lifetime (%s); refreshing at two thirds of the lifetime instead",
 			refreshBefore(tok), issued.ExpiresAt.Sub(issued.IssuedAt))
 	}
@@ -638,7 +646,7 @@ func (r *OpsnowTokenReconciler) refreshFailed(ctx context.Context, tok *authv1al
 	logf.FromContext(ctx).Info("Token refresh failed", "reason", rerr.Reason, "message", rerr.Message,
 		"failedAttempts", tok.Status.FailedAttempts, "retryAt", next, "tokenStillValid", valid)
 	// Events of one reason are aggregated by the recorder: no flood.
-	r.Recorder.Eventf(tok, nil, corev1.EventTypeWarning, rerr.Reason, "Refresh",
+	r.Recorder.Eventf(eventRef(tok), nil, corev1.EventTypeWarning, rerr.Reason, "Refresh",
 		"Token refresh failed: %s; retrying at %s", rerr.Message, next.UTC().Format(time.RFC3339))
 	return ctrl.Result{RequeueAfter: requeueAfter(next, now)}, nil
 }
@@ -704,9 +712,9 @@ func (r *OpsnowTokenReconciler) markNotReady(tok *authv1alpha1.OpsnowToken, reas
 	// are the states that need the user, announced once.
 	switch reason {
 	case authv1alpha1.ReasonSuspended:
-		r.Recorder.Eventf(tok, nil, corev1.EventTypeNormal, reason, "Refresh", "%s", message)
+		r.Recorder.Eventf(eventRef(tok), nil, corev1.EventTypeNormal, reason, "Refresh", "%s", message)
 	case authv1alpha1.ReasonEndpointNotAllowed, authv1alpha1.ReasonSecretConflict:
-		r.Recorder.Eventf(tok, nil, corev1.EventTypeWarning, reason, "Refresh", "%s", message)
+		r.Recorder.Eventf(eventRef(tok), nil, corev1.EventTypeWarning, reason, "Refresh", "%s", message)
 	}
 }
 
@@ -750,4 +758,17 @@ func (r *OpsnowTokenReconciler) statusBehindCache(tok *authv1alpha1.OpsnowToken)
 	}
 	cmp, err := resourceversion.CompareResourceVersion(tok.ResourceVersion, written)
 	return err == nil && cmp < 0
+}
+
+// eventRef refers to tok in events without its resourceVersion. Every status
+// patch changes that, and the event recorder aggregates repeated events (a
+// failure retried with backoff) only while they name the same reference.
+func eventRef(tok *authv1alpha1.OpsnowToken) *corev1.ObjectReference {
+	return &corev1.ObjectReference{
+		APIVersion: authv1alpha1.GroupVersion.String(),
+		Kind:       "OpsnowToken",
+		Namespace:  tok.Namespace,
+		Name:       tok.Name,
+		UID:        tok.UID,
+	}
 }
