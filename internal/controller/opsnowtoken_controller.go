@@ -81,6 +81,8 @@ type OpsnowTokenReconciler struct {
 	secretMetadata secretMetadataReader
 	// scheduler wakes tokens at their planned refresh or retry time.
 	scheduler *refreshScheduler
+	// recovery wakes the tokens waiting on an endpoint when it answers again.
+	recovery *endpointRecovery
 	// memory holds per-token facts that need no persistence (tokenMemory).
 	memory sync.Map
 }
@@ -265,9 +267,11 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 		return ctrl.Result{RequeueAfter: requeueAfter(sched.RefreshAt, now)}, nil
 	}
 
-	// After a failure, wait for the retry time unless the inputs changed.
+	// After a failure, wait for the retry time unless the inputs changed or
+	// the endpoint, unavailable then, has answered another token since.
 	if retryAt := tok.Status.NextRefreshTime; tok.Status.FailedAttempts > 0 && retryAt != nil &&
-		now.Before(retryAt.Time) && !r.inputsChangedSinceFailure(ctx, tok) {
+		now.Before(retryAt.Time) && !r.inputsChangedSinceFailure(ctx, tok) &&
+		!r.recovery.isWoken(client.ObjectKeyFromObject(tok)) {
 		log.V(1).Info("Waiting to retry", "cause", cause, "retryAt", retryAt.Time)
 		return ctrl.Result{RequeueAfter: requeueAfter(retryAt.Time, now)}, nil
 	}
@@ -283,6 +287,7 @@ func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1a
 	})
 
 	token, err := r.exchange(ctx, endpointURL, key.Value)
+	r.noteExchange(tok, endpointURL, err)
 	if err != nil {
 		tok.Status.LastHandledRefreshRequest = tok.Annotations[authv1alpha1.RefreshRequestedAtAnnotation]
 		return r.refreshFailed(ctx, tok, held, current, err, now)
@@ -742,6 +747,7 @@ func (r *OpsnowTokenReconciler) remember(tok *authv1alpha1.OpsnowToken, update f
 func (r *OpsnowTokenReconciler) forget(key types.NamespacedName) {
 	r.memory.Delete(key)
 	r.scheduler.cancel(key)
+	r.recovery.forget(key)
 	deleteTokenMetrics(key)
 }
 
@@ -770,5 +776,24 @@ func eventRef(tok *authv1alpha1.OpsnowToken) *corev1.ObjectReference {
 		Namespace:  tok.Namespace,
 		Name:       tok.Name,
 		UID:        tok.UID,
+	}
+}
+
+// noteExchange tells the endpoint recovery how an exchange went and, when
+// it is the first success after the endpoint was unavailable, wakes the
+// tokens that wait to retry it. Failures the upstream asked to retry after a
+// time (Retry-After) wait for that time.
+func (r *OpsnowTokenReconciler) noteExchange(tok *authv1alpha1.OpsnowToken, endpointURL string, err error) {
+	key := client.ObjectKeyFromObject(tok)
+	var oerr *opsnow.Error
+	switch {
+	case err == nil:
+		for _, k := range r.recovery.succeeded(endpointURL, key, r.Clock.Now()) {
+			r.scheduler.schedule(k, 0)
+		}
+	case errors.As(err, &oerr) && errors.Is(oerr, opsnow.ErrUnavailable) && oerr.RetryAfter == 0:
+		r.recovery.failed(endpointURL, key)
+	default:
+		r.recovery.forget(key)
 	}
 }

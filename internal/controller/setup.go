@@ -139,6 +139,7 @@ func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.secretMetadata = secretMetadata
 
 	r.scheduler = newRefreshScheduler(r.Clock)
+	r.recovery = newEndpointRecovery()
 
 	workers := r.MaxConcurrentReconciles
 	if workers <= 0 {
