@@ -212,6 +212,7 @@ func findKubectl() (string, error) {
 type demo struct {
 	cfg        config
 	out        io.Writer
+	ctx        context.Context // ends on Ctrl-C or SIGTERM
 	kubectlBin string
 	start      time.Time
 
@@ -236,6 +237,7 @@ type demo struct {
 // run starts everything, creates the token and watches it until ctx ends or
 // the configured duration passes. It returns nil on a normal stop.
 func (d *demo) run(ctx context.Context) error {
+	d.ctx = ctx
 	var err error
 	if d.root, err = localcluster.ModuleRoot(); err != nil {
 		return err
@@ -276,7 +278,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Fprintf(d.out, "==> Building the manager binary (go build -o %s .)... ", binary)
 	b := <-built
 	if b.err != nil {
-		fmt.Fprintln(d.out, "failed")
+		fmt.Fprintln(d.out, d.failed())
 		return b.err
 	}
 	fmt.Fprintf(d.out, "done in %s\n", seconds(b.took))
@@ -482,9 +484,12 @@ func (d *demo) cleanup() error {
 		}
 		cancel()
 	}
+	// A manager that already exited has had its failure reported.
 	if d.manager != nil {
-		if err := d.step("Stopping the manager (SIGTERM)", func() error { return d.manager.Stop(managerStopWait) }); err != nil {
-			errs = append(errs, d.withLogTail(err))
+		if exited, _ := d.manager.Exited(); !exited {
+			if err := d.step("Stopping the manager (SIGTERM)", func() error { return d.manager.Stop(managerStopWait) }); err != nil {
+				errs = append(errs, d.withLogTail(err))
+			}
 		}
 	}
 	if d.http != nil {
@@ -515,11 +520,20 @@ func (d *demo) step(what string, fn func() error) error {
 	fmt.Fprintf(d.out, "==> %s... ", what)
 	t := time.Now()
 	if err := fn(); err != nil {
-		fmt.Fprintln(d.out, "failed")
+		fmt.Fprintln(d.out, d.failed())
 		return err
 	}
 	fmt.Fprintf(d.out, "done in %s\n", seconds(time.Since(t)))
 	return nil
+}
+
+// failed ends a step's line: "interrupted" if the user stopped the demo,
+// whose signal also reached the step's child processes, else "failed".
+func (d *demo) failed() string {
+	if d.ctx != nil && d.ctx.Err() != nil {
+		return "interrupted"
+	}
+	return "failed"
 }
 
 // detail prints an indented line belonging to the step above it.
