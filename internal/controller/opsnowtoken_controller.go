@@ -185,11 +185,12 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.remember(tok, func(m *tokenMemory) { m.statusVersion = tok.ResourceVersion })
 	}()
 
-	result, err := r.reconcileToken(ctx, tok)
+	now := r.Clock.Now()
+	result, err := r.reconcileToken(ctx, tok, now)
 	// Planned refreshes and retries run on r.Clock; the workqueue keeps only
 	// its own backoff for errors.
 	if result.RequeueAfter > 0 {
-		r.scheduler.schedule(req.NamespacedName, result.RequeueAfter)
+		r.scheduler.schedule(req.NamespacedName, now.Add(result.RequeueAfter))
 	} else {
 		r.scheduler.cancel(req.NamespacedName)
 	}
@@ -198,9 +199,8 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 // reconcileToken runs the steps in order; each records the Ready reason of
 // its own failure.
-func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1alpha1.OpsnowToken) (ctrl.Result, error) {
+func (r *OpsnowTokenReconciler) reconcileToken(ctx context.Context, tok *authv1alpha1.OpsnowToken, now time.Time) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
-	now := r.Clock.Now()
 	tok.Status.SecretName = targetSecretName(tok.Spec.SecretName, tok.Name)
 
 	// Suspended: nothing is requested; Ready=False/Suspended.
@@ -788,8 +788,9 @@ func (r *OpsnowTokenReconciler) noteExchange(tok *authv1alpha1.OpsnowToken, endp
 	var oerr *opsnow.Error
 	switch {
 	case err == nil:
-		for _, k := range r.recovery.succeeded(endpointURL, key, r.Clock.Now()) {
-			r.scheduler.schedule(k, 0)
+		now := r.Clock.Now()
+		for _, k := range r.recovery.succeeded(endpointURL, key, now) {
+			r.scheduler.schedule(k, now)
 		}
 	case errors.As(err, &oerr) && errors.Is(oerr, opsnow.ErrUnavailable) && oerr.RetryAfter == 0:
 		r.recovery.failed(endpointURL, key)

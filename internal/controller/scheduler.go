@@ -46,21 +46,27 @@ func newRefreshScheduler(clk clock.WithDelayedExecution) *refreshScheduler {
 	}
 }
 
-// schedule wakes key after d, replacing any earlier plan for it.
-func (s *refreshScheduler) schedule(key types.NamespacedName, d time.Duration) {
+// schedule wakes key at the given time on the clock, replacing any earlier
+// plan for it. Taking a time rather than a delay keeps the plan right when
+// the clock moved on while the reconcile that made it was running.
+func (s *refreshScheduler) schedule(key types.NamespacedName, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t, ok := s.timers[key]; ok {
 		t.Stop()
 	}
-	s.timers[key] = s.clock.AfterFunc(d, func() {
+	var timer clock.Timer
+	timer = s.clock.AfterFunc(max(at.Sub(s.clock.Now()), 0), func() {
 		s.mu.Lock()
-		delete(s.timers, key)
+		if s.timers[key] == timer {
+			delete(s.timers, key)
+		}
 		s.mu.Unlock()
 		tok := &authv1alpha1.OpsnowToken{}
 		tok.Namespace, tok.Name = key.Namespace, key.Name
 		s.events <- event.GenericEvent{Object: tok}
 	})
+	s.timers[key] = timer
 }
 
 // cancel drops the plan for key.
