@@ -65,6 +65,9 @@ type options struct {
 	watchNamespaces         string
 	metricsAddr             string
 	secureMetrics           bool
+	metricsCertPath         string
+	metricsCertName         string
+	metricsCertKey          string
 	enableHTTP2             bool
 	probeAddr               string
 	enableLeaderElection    bool
@@ -95,6 +98,10 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable.")
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
 		"Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP.")
+	fs.StringVar(&o.metricsCertPath, "metrics-cert-path", "",
+		"Directory holding the metrics server's certificate (e.g. from cert-manager); empty uses a self-signed one.")
+	fs.StringVar(&o.metricsCertName, "metrics-cert-name", "tls.crt", "File name of the metrics server certificate.")
+	fs.StringVar(&o.metricsCertKey, "metrics-cert-key", "tls.key", "File name of the metrics server key.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Enable HTTP/2 for the metrics server (off by default against HTTP/2 rapid-reset attacks).")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
@@ -172,6 +179,11 @@ func run(o *options) error {
 	}
 	if o.secureMetrics {
 		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	if o.metricsCertPath != "" {
+		metricsOptions.CertDir = o.metricsCertPath
+		metricsOptions.CertName = o.metricsCertName
+		metricsOptions.KeyName = o.metricsCertKey
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
