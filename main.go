@@ -72,6 +72,7 @@ type options struct {
 	probeAddr               string
 	enableLeaderElection    bool
 	leaderElectionID        string
+	leaderElectionNamespace string
 	zap                     zap.Options
 }
 
@@ -109,6 +110,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Enable leader election, so that only one replica refreshes tokens at a time.")
 	fs.StringVar(&o.leaderElectionID, "leader-election-id", "opsnow-token-operator.auth.opsnow.io",
 		"Name of the Lease used for leader election.")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader-election Lease; empty means the manager's own namespace, which is known only in a cluster.")
 	o.zap.BindFlags(fs)
 
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +196,7 @@ func run(o *options) error {
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.enableLeaderElection,
 		LeaderElectionID:              o.leaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
