@@ -642,7 +642,7 @@ func (b *bench) ensureShortTokens(ctx context.Context) error {
 	return nil
 }
 
-// refresh watches N short-lived tokens refresh on schedule for one token
+// refresh watches N short-lived tokens refresh on schedule for half a token
 // lifetime: every token should stay Ready, each refresh costing few writes.
 func (b *bench) refresh(ctx context.Context) error {
 	scenario := fmt.Sprintf("refresh (%s tokens)", b.cfg.outageLifetime)
@@ -650,7 +650,8 @@ func (b *bench) refresh(ctx context.Context) error {
 	if err := b.ensureShortTokens(ctx); err != nil {
 		return err
 	}
-	window := b.cfg.outageLifetime
+	// Half a lifetime holds enough refreshes to count writes per refresh.
+	window := b.cfg.outageLifetime / 2
 	u0, err := b.usage(ctx)
 	if err != nil {
 		return err
