@@ -218,9 +218,15 @@ func TestLeaderElection(t *testing.T) {
 			"cannot find the Lease's namespace (controller-runtime reads it from the service-account mount), " +
 			"so the e2e manager runs without leader election")
 	}
-	holder := kubectl(t, "-n", "default", "get", "lease", "opsnow-token-operator.auth.opsnow.io",
-		"-o", "jsonpath={.spec.holderIdentity}")
-	if holder == "" {
-		t.Errorf("Lease default/opsnow-token-operator.auth.opsnow.io has no holder, want the shared manager to hold it")
+	// The manager takes the Lease after it reports healthy.
+	var holder string
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		holder, err = kubectlErr("-n", "default", "get", "lease", "opsnow-token-operator.auth.opsnow.io",
+			"-o", "jsonpath={.spec.holderIdentity}")
+		if err == nil && holder != "" {
+			return
+		}
 	}
+	t.Errorf("Lease default/opsnow-token-operator.auth.opsnow.io: holder %q, error %v; want the shared manager to hold it", holder, err)
 }
