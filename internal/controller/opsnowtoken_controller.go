@@ -125,7 +125,7 @@ var errSecretConflict = errors.New("target Secret not controlled by this OpsnowT
 
 // Causes of a refresh, as logged and put in events.
 const (
-	causeSecretMissing    = "target Secret missing"
+	causeSecretMissing    = "no token in a target Secret yet, or the Secret was deleted"
 	causeSecretEdited     = "target Secret edited"
 	causeSpecChanged      = "spec changed"
 	causeAPIKeyChanged    = "API key changed"
