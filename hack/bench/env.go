@@ -244,13 +244,14 @@ func (e *env) startManager(ctx context.Context, rate float64) (time.Time, error)
 	}
 	// The child has its own descriptor of the file.
 	defer func() { _ = logFile.Close() }()
-	fmt.Fprintf(logFile, "=== %s manager %s\n", time.Now().Format(time.RFC3339), strings.Join(args, " "))
+	fmt.Fprintf(logFile, "=== %s %s manager %s\n", time.Now().Format(time.RFC3339), e.cfg.managerEnv, strings.Join(args, " "))
 
 	started := time.Now()
 	e.manager, err = localcluster.StartManager(localcluster.ManagerOptions{
 		Binary:     e.binary,
 		Kubeconfig: e.cluster.Kubeconfig,
 		Args:       args,
+		Env:        strings.Fields(e.cfg.managerEnv),
 		Output:     logFile,
 	})
 	if err != nil {
@@ -300,10 +301,9 @@ func (e *env) managerMetrics(ctx context.Context) ([]sample, error) {
 
 // usage is the manager's resource use at one moment.
 type usage struct {
-	RSS     float64 // bytes
-	PeakRSS float64 // bytes, over the process's life
-	Heap    float64 // bytes, go_memstats_heap_alloc_bytes
-	CPU     float64 // seconds of CPU time since the process started
+	memory
+	Heap float64 // bytes, go_memstats_heap_alloc_bytes
+	CPU  float64 // seconds of CPU time since the process started
 	// Reconciles is controller_runtime_reconcile_total of the controller.
 	Reconciles float64
 }
@@ -312,7 +312,7 @@ func (e *env) usage(ctx context.Context) (usage, error) {
 	var u usage
 	var err error
 	pid := e.manager.PID()
-	if u.RSS, u.PeakRSS, err = procStatus(pid); err != nil {
+	if u.memory, err = procStatus(pid); err != nil {
 		return u, err
 	}
 	if u.CPU, err = procCPU(pid); err != nil {

@@ -94,6 +94,7 @@ type config struct {
 	clients        int
 	jsonPath       string
 	managerArgs    string
+	managerEnv     string
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
@@ -116,6 +117,7 @@ func parseConfig(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&cfg.clients, "clients", 16, "parallel clients creating objects")
 	fs.StringVar(&cfg.jsonPath, "json", "", "write the results as JSON to this file (default bin/bench.json)")
 	fs.StringVar(&cfg.managerArgs, "manager-args", "", "extra manager flags, space-separated")
+	fs.StringVar(&cfg.managerEnv, "manager-env", "", "extra manager environment, space-separated NAME=VALUE (e.g. GOMEMLIMIT=200MiB)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "Usage: go run ./hack/bench [flags]   (or: make bench BENCH_ARGS=\"...\")")
@@ -220,6 +222,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"outage": cfg.outage.String(), "outageLifetime": cfg.outageLifetime.String(),
 			"restartWindow": cfg.restartWindow.String(), "unrelated": cfg.unrelated,
 			"unrelatedSize": cfg.unrelatedSize, "clients": cfg.clients, "managerArgs": cfg.managerArgs,
+			"managerEnv": cfg.managerEnv,
 		}},
 	}
 	if b.rep.Machine.LoadStart[0] > 1.5 {

@@ -160,36 +160,43 @@ func apiWrites(samples []sample) map[string]float64 {
 	return out
 }
 
-// procStatus returns the resident set size and its peak (VmRSS and VmHWM)
-// of process pid, in bytes, from /proc/PID/status.
-func procStatus(pid int) (rss, peak float64, err error) {
+// memory is a process's resident memory, in bytes, from /proc/PID/status.
+type memory struct {
+	// RSS is the resident set size (VmRSS): anonymous memory, plus the
+	// pages of the binary and other files it has mapped.
+	RSS float64
+	// Anon is the anonymous part of RSS (RssAnon): heap, stacks and
+	// runtime, what a memory limit really has to hold.
+	Anon float64
+	// Peak is the largest RSS over the process's life (VmHWM).
+	Peak float64
+}
+
+func procStatus(pid int) (memory, error) {
+	var m memory
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("read memory of process %d: %w", pid, err)
+		return m, fmt.Errorf("read memory of process %d: %w", pid, err)
 	}
+	fields := map[string]*float64{"VmRSS": &m.RSS, "RssAnon": &m.Anon, "VmHWM": &m.Peak}
 	for _, line := range strings.Split(string(data), "\n") {
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		dst := fields[name]
+		if !ok || dst == nil {
 			continue
 		}
-		fields := strings.Fields(value)
-		if len(fields) != 2 || fields[1] != "kB" {
+		f := strings.Fields(value)
+		if len(f) != 2 || f[1] != "kB" {
 			continue
 		}
-		kb, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
-		}
-		if name == "VmRSS" {
-			rss = kb * 1024
-		} else {
-			peak = kb * 1024
+		if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
+			*dst = kb * 1024
 		}
 	}
-	if rss == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	if m.RSS == 0 {
+		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
-	return rss, peak, nil
+	return m, nil
 }
 
 // procCPU returns the CPU time (user + system) process pid used so far, in

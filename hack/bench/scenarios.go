@@ -331,7 +331,8 @@ func (b *bench) addUsage(scenario string, u0, u1 usage, rssTarget bool) {
 	} else {
 		b.rep.add(scenario, "manager RSS", mib(u1.RSS), unitMiB)
 	}
-	b.rep.add(scenario, "manager peak RSS (VmHWM)", mib(u1.PeakRSS), unitMiB)
+	b.rep.add(scenario, "manager RSS anonymous (RssAnon)", mib(u1.Anon), unitMiB)
+	b.rep.add(scenario, "manager peak RSS (VmHWM)", mib(u1.Peak), unitMiB)
 	b.rep.add(scenario, "manager Go heap", mib(u1.Heap), unitMiB)
 }
 
@@ -579,6 +580,7 @@ func (b *bench) unrelatedSecrets(ctx context.Context) error {
 	b.rep.add(scenario, "manager RSS before", mib(u0.RSS), unitMiB)
 	b.rep.add(scenario, "manager RSS after", mib(u1.RSS), unitMiB)
 	b.rep.check(scenario, "manager RSS growth", growth, unitMiB, fmt.Sprintf("≤ %d MiB", unrelatedGrowthMiB), growth <= unrelatedGrowthMiB)
+	b.rep.add(scenario, "manager RSS anonymous growth", mib(u1.Anon-u0.Anon), unitMiB)
 	b.rep.add(scenario, "manager Go heap before", mib(u0.Heap), unitMiB)
 	b.rep.add(scenario, "manager Go heap after", mib(u1.Heap), unitMiB)
 	b.rep.add(scenario, "manager Go heap growth", mib(u1.Heap-u0.Heap), unitMiB)
@@ -797,6 +799,7 @@ func (b *bench) outage(ctx context.Context) error {
 		b.rep.check(scenario, "peak token requests in 1 s, recovery", float64(recPeak), unitCount, fmt.Sprintf("≤ %g", limit), float64(recPeak) <= limit)
 	}
 	b.rep.add(scenario, "manager RSS", mib(u.RSS), unitMiB)
-	b.rep.add(scenario, "manager peak RSS (VmHWM)", mib(u.PeakRSS), unitMiB)
+	b.rep.add(scenario, "manager RSS anonymous (RssAnon)", mib(u.Anon), unitMiB)
+	b.rep.add(scenario, "manager peak RSS (VmHWM)", mib(u.Peak), unitMiB)
 	return nil
 }
