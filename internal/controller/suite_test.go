@@ -17,14 +17,12 @@ limitations under the License.
 package controller_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +51,7 @@ import (
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/endpoint"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/localcluster"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/tokenserver"
 )
@@ -120,7 +119,7 @@ type harness struct {
 	clock  *clocktesting.FakeClock
 	server *tokenserver.Server
 	url    string
-	logs   *syncBuffer
+	logs   *localcluster.LogBuffer
 
 	// managerUser, when set, runs the manager as this identity instead of the admin.
 	managerConfig *rest.Config
@@ -166,7 +165,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		t:      t,
 		clock:  clocktesting.NewFakeClock(time.Now().Truncate(time.Second)),
 		server: tokenserver.New(tokenserver.Options{Lifetime: time.Hour}),
-		logs:   &syncBuffer{},
+		logs:   &localcluster.LogBuffer{},
 	}
 	for _, o := range opts {
 		o(h)
@@ -453,24 +452,6 @@ func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
 	if err != nil {
 		t.Fatalf("update %T %s: %v", obj, obj.GetName(), err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the manager's concurrent logging.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // reconcileCount is the number of OpsnowToken reconciles this process ran,

@@ -26,7 +26,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,9 +65,9 @@ func waitForSIGTERM() {
 
 // startChild runs the test binary in the given mode and waits until it has
 // installed its signal handling (it prints a line then).
-func startChild(t *testing.T, mode string) (*Manager, *syncWriter) {
+func startChild(t *testing.T, mode string) (*Manager, *LogBuffer) {
 	t.Helper()
-	out := &syncWriter{}
+	out := &LogBuffer{}
 	m, err := StartManager(ManagerOptions{Binary: os.Args[0], Output: out, Env: []string{childModeEnv + "=" + mode}})
 	if err != nil {
 		t.Fatalf("StartManager: %v", err)
@@ -181,26 +180,6 @@ func TestStartWithoutAssets(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KUBEBUILDER_ASSETS") {
 		t.Fatalf("Start() = %v, want an error naming KUBEBUILDER_ASSETS", err)
 	}
-}
-
-// syncWriter collects a child's output; the exec package may write to it
-// from its own goroutine while the test reads it.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	return len(p), nil
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.buf)
 }
 
 func TestClusterStartStop(t *testing.T) {

@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,7 +159,7 @@ func TestStopsCleanlyOnSIGTERM(t *testing.T) {
 	// competes with the shared one, with its own Lease if leader election
 	// is on.
 	args := append(deploymentFlags(addr), "--watch-namespaces=e2e-sigterm", "--leader-election-id=e2e-sigterm")
-	logs := &lockedBuffer{}
+	logs := &localcluster.LogBuffer{}
 	m, err := localcluster.StartManager(localcluster.ManagerOptions{
 		Binary: managerBin, Kubeconfig: cluster.Kubeconfig, Args: args, Output: logs,
 	})
@@ -190,25 +189,6 @@ func TestStopsCleanlyOnSIGTERM(t *testing.T) {
 	if t.Failed() {
 		t.Logf("manager log:\n%s", logs.String())
 	}
-}
-
-// lockedBuffer collects a child's output, which the exec package writes
-// from its own goroutine while the test may read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestLeaderElection(t *testing.T) {
