@@ -376,8 +376,8 @@ func TestReferencesStayInNamespace(t *testing.T) {
 func TestDeletionStopsRefreshes(t *testing.T) {
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
-	tok := h.createToken("billing", "opsnow-api-key")
-	tok = h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	h.createToken("billing", "opsnow-api-key")
+	tok := h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
 	next := tok.Status.NextRefreshTime.Time
 	if err := k8s.Delete(context.Background(), tok); err != nil {
 		t.Fatal(err)

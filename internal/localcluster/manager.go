@@ -169,7 +169,7 @@ func (m *Manager) WaitHealthy(ctx context.Context, addr string) error {
 	client := &http.Client{Timeout: time.Second}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	last := errors.New("no answer yet")
+	var last error
 	for {
 		if exited, err := m.Exited(); exited {
 			return fmt.Errorf("manager exited before %s answered: %v", url, err)

@@ -15,9 +15,6 @@ const (
 	// upstream error page cannot bloat status, events or logs.
 	maxSanitizedBytes = 200
 	ellipsis          = "…"
-	// minCredentialRun is the length from which a run of base64/hex-like
-	// characters is treated as a credential.
-	minCredentialRun = 32
 	// maxScanBytes bounds the text the regular expressions scan. The result
 	// keeps 200 bytes, and scanning a whole 1 MiB error page would cost
 	// hundreds of milliseconds of CPU per failed exchange during an outage.
@@ -36,6 +33,8 @@ var (
 	jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}`)
 	// longRunPattern matches runs of characters used by base64, base64url and
 	// hex encodings, which is what API keys, tokens and signatures look like.
+	// longRunPattern finds runs of base64/hex-like characters long enough
+	// (32) to be a credential.
 	longRunPattern = regexp.MustCompile(`[A-Za-z0-9+/=_-]{32,}`)
 )
 
