@@ -203,20 +203,15 @@ func run(o *options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	reconciler := &controller.OpsnowTokenReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  mgr.GetScheme(),
+	if _, err := controller.Setup(mgr, controller.Options{
 		Clock:                   clock.RealClock{},
-		Recorder:                mgr.GetEventRecorder("opsnow-token-operator"),
 		Exchanger:               opsnow.NewClient(opsnow.NewHTTPClient(timeout), clock.RealClock{}),
 		Endpoints:               allowlist,
 		DefaultEndpoint:         defaultEndpoint,
-		RateLimiter:             controller.NewEndpointRateLimiter(o.tokenRequestRate),
+		TokenRequestRate:        o.tokenRequestRate,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 		WatchNamespaces:         namespaces,
-	}
-	if err := reconciler.SetupWithManager(mgr); err != nil {
+	}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

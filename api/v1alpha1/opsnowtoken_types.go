@@ -43,9 +43,20 @@ const (
 	DefaultAPIKeyKey = "apiKey"
 )
 
-// ConditionReady is the condition type that says whether the target Secret
-// holds an unexpired token issued for the current spec and API key.
-const ConditionReady = "Ready"
+// Condition types. Ready is the user's view; Reconciling and Stalled are the
+// kstatus conditions, so that Flux, Argo CD and kstatus tell a token in
+// progress from one that needs the user.
+const (
+	// ConditionReady says whether the target Secret holds an unexpired token
+	// issued for the current spec and API key.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator works towards a token
+	// it does not have yet: waiting for a request slot, or retrying a failure.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when nothing will succeed until the user
+	// changes something (EndpointNotAllowed, SecretConflict).
+	ConditionStalled = "Stalled"
+)
 
 // Reasons of the Ready condition. Each says, in one word, why the token is or
 // is not ready; docs/api.md tells users what to do about each.
@@ -66,8 +77,12 @@ const (
 	ReasonInvalidResponse = "InvalidResponse"
 	// ReasonSecretConflict: a Secret with the target name exists and is not controlled by this OpsnowToken.
 	ReasonSecretConflict = "SecretConflict"
+	// ReasonSecretWriteFailed: the target Secret could not be written (an admission policy or webhook, a quota, an immutable Secret); a token minted for the attempt is kept and only the write is retried.
+	ReasonSecretWriteFailed = "SecretWriteFailed"
 	// ReasonSuspended: spec.suspend is true; no token is requested.
 	ReasonSuspended = "Suspended"
+	// ReasonProgressing: a token is on its way; the request waits for a slot under the operator's --token-request-rate.
+	ReasonProgressing = "Progressing"
 )
 
 // SecretKeySelector names a key of a Secret in the OpsnowToken's own namespace.

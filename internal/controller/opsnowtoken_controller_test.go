@@ -35,6 +35,7 @@ import (
 // A new OpsnowToken gets its Secret with the token, the SPEC's keys, labels
 // and owner, and Ready=True with the times in status, after one request.
 func TestTokenWrittenAndReady(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	issuedAt := h.clock.Now()
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
@@ -107,6 +108,7 @@ func TestTokenWrittenAndReady(t *testing.T) {
 // The token is refreshed at its planned time, before it expires, and the
 // Secret then holds the new token.
 func TestRefreshBeforeExpiry(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
 	h.createToken("billing", "opsnow-api-key")
@@ -137,6 +139,7 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 // Without its API-key Secret the token is not ready and nothing is sent;
 // creating the Secret makes it ready without waiting for a retry.
 func TestAPIKeySecretMissingThenCreated(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createToken("billing", "opsnow-api-key")
 	tok := h.waitReady("billing", metav1.ConditionFalse, authv1alpha1.ReasonAPIKeySecretNotFound)
@@ -160,6 +163,7 @@ func TestAPIKeySecretMissingThenCreated(t *testing.T) {
 
 // An API-key Secret without the referenced key is APIKeyMissing.
 func TestAPIKeyMissing(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
 	h.createToken("billing", "opsnow-api-key", func(tok *authv1alpha1.OpsnowToken) { tok.Spec.APIKeySecretRef.Key = "other" })
@@ -170,6 +174,7 @@ func TestAPIKeyMissing(t *testing.T) {
 // A rejected key is Unauthorized: no Secret, the failure in status, and the
 // key in no message.
 func TestUnauthorized(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.server.SetAPIKeys("the-right-key")
 	h.createAPIKeySecret("opsnow-api-key", "a-wrong-key")
@@ -194,6 +199,7 @@ func TestUnauthorized(t *testing.T) {
 // A Secret with the target name that the OpsnowToken does not control is
 // never touched; deleting it lets the token be written.
 func TestForeignSecretConflict(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	foreign := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "billing"},
@@ -226,6 +232,7 @@ func TestForeignSecretConflict(t *testing.T) {
 // A Secret labelled as managed but controlled by another OpsnowToken is a
 // conflict too.
 func TestSecretOfAnotherTokenConflict(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
 	h.createToken("first", "opsnow-api-key", func(tok *authv1alpha1.OpsnowToken) { tok.Spec.SecretName = "shared" })
@@ -241,6 +248,7 @@ func TestSecretOfAnotherTokenConflict(t *testing.T) {
 // A manager restarted while the Secret holds a valid token asks OpsNow
 // nothing and writes nothing.
 func TestRestartCausesNoRequests(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
 	for i := range 3 {
@@ -276,6 +284,7 @@ func TestRestartCausesNoRequests(t *testing.T) {
 
 // Objects the SPEC calls bad are rejected by the API server itself.
 func TestInvalidObjectsRejected(t *testing.T) {
+	requireControlPlane(t)
 	ns := newHarness(t).ns
 	valid := func() *authv1alpha1.OpsnowToken {
 		return &authv1alpha1.OpsnowToken{
@@ -343,6 +352,7 @@ func TestInvalidObjectsRejected(t *testing.T) {
 // reference is dropped by the API server's schema, and the token reads its
 // own namespace's Secret.
 func TestReferencesStayInNamespace(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	other := newHarness(t)
 	other.createAPIKeySecret("opsnow-api-key", "other-teams-key")
@@ -374,6 +384,7 @@ func TestReferencesStayInNamespace(t *testing.T) {
 // Deleting an OpsnowToken leaves its Secret to the garbage collector (owner
 // reference) and stops its refreshes.
 func TestDeletionStopsRefreshes(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-1")
 	h.createToken("billing", "opsnow-api-key")

@@ -17,10 +17,13 @@ limitations under the License.
 package controller
 
 import (
+	"errors"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
 )
 
 // recoveryWakeInterval is the least time between two wake-ups of one
@@ -29,7 +32,8 @@ import (
 // undo the backoff.
 const recoveryWakeInterval = time.Minute
 
-// endpointRecovery ends an outage for all tokens at once. Tokens whose
+// endpointRecovery ends an outage for all tokens at once. Endpoints are
+// kept by origin (endpointOrigin): what is down is a server, not a path. Tokens whose
 // exchange failed because an endpoint was unavailable wait out their own
 // backoff, which reaches 5 minutes; without help, a long outage would end
 // token by token over those minutes. When an exchange with the endpoint
@@ -56,6 +60,7 @@ func newEndpointRecovery() *endpointRecovery {
 
 // failed records that key's exchange with endpoint failed as unavailable.
 func (e *endpointRecovery) failed(endpoint string, key types.NamespacedName) {
+	endpoint = endpointOrigin(endpoint)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.woken, key)
@@ -71,6 +76,7 @@ func (e *endpointRecovery) failed(endpoint string, key types.NamespacedName) {
 // returns the tokens to wake: those waiting on endpoint, unless they were
 // woken less than recoveryWakeInterval ago.
 func (e *endpointRecovery) succeeded(endpoint string, key types.NamespacedName, now time.Time) []types.NamespacedName {
+	endpoint = endpointOrigin(endpoint)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.forgetLocked(key)
@@ -112,5 +118,24 @@ func (e *endpointRecovery) forgetLocked(key types.NamespacedName) {
 		if len(w) == 0 {
 			delete(e.waiting, endpoint)
 		}
+	}
+}
+
+// noteExchange tells the endpoint recovery how key's exchange went and, when
+// it is the first success after the endpoint was unavailable, wakes the
+// tokens that wait to retry it. Failures the upstream asked to retry after a
+// time (Retry-After) wait for that time.
+func (r *OpsnowTokenReconciler) noteExchange(key types.NamespacedName, endpointURL string, err error) {
+	var oerr *opsnow.Error
+	switch {
+	case err == nil:
+		now := r.clock.Now()
+		for _, k := range r.recovery.succeeded(endpointURL, key, now) {
+			r.scheduler.schedule(k, now)
+		}
+	case errors.As(err, &oerr) && errors.Is(oerr, opsnow.ErrUnavailable) && oerr.RetryAfter == 0:
+		r.recovery.failed(endpointURL, key)
+	default:
+		r.recovery.forget(key)
 	}
 }

@@ -43,6 +43,9 @@ const (
 	// unauthorizedRetry is the slow retry for a rejected API key: asking again
 	// soon cannot help, and fixing the key Secret triggers a retry at once.
 	unauthorizedRetry = 5 * time.Minute
+	// finalAttemptLead is how long before the held token's expiry the last
+	// retry is planned: the length of one exchange's timeout.
+	finalAttemptLead = 30 * time.Second
 	// minRequeue keeps every requeue positive so nothing spins.
 	minRequeue = time.Second
 )
@@ -107,9 +110,9 @@ type retryPolicy struct {
 
 // nextRetry returns when to try again after a failure at now: 5 s doubling up
 // to 5 min (minus up to 20% jitter), 5 min for a rejected key, at least the
-// upstream's Retry-After, and never later than the expiry of the token still
-// in the Secret (zero expiresAt means there is none), so a recovered upstream
-// is asked before that token lapses.
+// upstream's Retry-After, and never later than finalAttemptLead before the
+// expiry of the token still in the Secret (zero expiresAt means there is
+// none), so a recovered upstream is asked before that token lapses.
 func nextRetry(p retryPolicy, now, expiresAt time.Time) time.Time {
 	delay := maxBackoff
 	if p.Unauthorized {
@@ -121,8 +124,16 @@ func nextRetry(p retryPolicy, now, expiresAt time.Time) time.Time {
 	delay = max(delay, p.RetryAfter, minRequeue)
 	// Rounded up: status stores seconds, and a retry must not come early.
 	next := ceilSecond(now.Add(delay))
-	if !expiresAt.IsZero() && expiresAt.After(now) && next.After(expiresAt) {
-		next = expiresAt
+	if !expiresAt.IsZero() && expiresAt.After(now) {
+		// The last attempt lands early enough to finish before the token
+		// lapses; once past that point, the next look is at the expiry.
+		lastChance := expiresAt.Add(-finalAttemptLead).Truncate(time.Second)
+		switch {
+		case next.After(lastChance) && lastChance.After(now.Add(minRequeue)):
+			next = lastChance
+		case next.After(expiresAt):
+			next = expiresAt
+		}
 	}
 	if next.Sub(now) < minRequeue {
 		// Rounded up as well: status would otherwise show a retry time
@@ -138,9 +149,4 @@ func ceilSecond(t time.Time) time.Time {
 		return down.Add(time.Second)
 	}
 	return t
-}
-
-// requeueAfter turns a planned time into a positive delay.
-func requeueAfter(at, now time.Time) time.Duration {
-	return max(at.Sub(now), minRequeue)
 }

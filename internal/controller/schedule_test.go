@@ -177,16 +177,16 @@ func TestNextRetry(t *testing.T) {
 		{name: "Retry-After not reduced by jitter", policy: retryPolicy{Attempts: 1, RetryAfter: 120 * time.Second, Jitter: 0.99}, want: 120 * time.Second},
 		{name: "Retry-After fractional rounded up", policy: retryPolicy{Attempts: 1, RetryAfter: 7500 * time.Millisecond}, want: 8 * time.Second},
 		{
-			name: "capped at the old token's expiry", policy: retryPolicy{Attempts: 7},
-			expiresAt: now.Add(time.Minute), want: time.Minute,
+			name: "capped to land before the old token's expiry", policy: retryPolicy{Attempts: 7},
+			expiresAt: now.Add(time.Minute), want: 30 * time.Second,
 		},
 		{
-			name: "Retry-After capped at the old token's expiry", policy: retryPolicy{Attempts: 1, RetryAfter: time.Hour},
+			name: "within the last attempt's lead: at the expiry", policy: retryPolicy{Attempts: 1, RetryAfter: time.Hour},
 			expiresAt: now.Add(30 * time.Second), want: 30 * time.Second,
 		},
 		{
-			name: "unauthorized capped at the old token's expiry", policy: retryPolicy{Attempts: 1, Unauthorized: true},
-			expiresAt: now.Add(2 * time.Minute), want: 2 * time.Minute,
+			name: "unauthorized capped to land before the old token's expiry", policy: retryPolicy{Attempts: 1, Unauthorized: true},
+			expiresAt: now.Add(2 * time.Minute), want: 90 * time.Second,
 		},
 		{
 			name: "expiry later than the backoff changes nothing", policy: retryPolicy{Attempts: 2},
@@ -247,74 +247,6 @@ func TestNextRetryJitterBounds(t *testing.T) {
 				if got < low || got > base {
 					t.Errorf("jitter %v: got %s, want within [%s, %s]", j, got, low, base)
 				}
-			}
-		})
-	}
-}
-
-func TestRequeueAfter(t *testing.T) {
-	tests := []struct {
-		name string
-		at   time.Time
-		want time.Duration
-	}{
-		{name: "future", at: t0.Add(time.Minute), want: time.Minute},
-		{name: "now", at: t0, want: time.Second},
-		{name: "past", at: t0.Add(-time.Hour), want: time.Second},
-		{name: "zero time", at: time.Time{}, want: time.Second},
-		{name: "under a second ahead", at: t0.Add(time.Millisecond), want: time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := requeueAfter(tt.at, t0); got != tt.want {
-				t.Errorf("got %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestRefreshDue(t *testing.T) {
-	held := heldToken{Token: "t", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), SpecHash: "h1"}
-	// valid is a state in which nothing is due; each case breaks it in one
-	// or more ways, and the first cause in priority order must win.
-	valid := refreshState{
-		SecretExists: true, Intact: true, Held: held, SpecHash: "h1",
-		RefreshAt: t0.Add(40 * time.Minute), Now: t0.Add(10 * time.Minute),
-	}
-	tests := []struct {
-		name   string
-		mutate func(*refreshState)
-		want   string
-	}{
-		{name: "nothing due", mutate: func(*refreshState) {}, want: ""},
-		{name: "just before the refresh time", mutate: func(s *refreshState) { s.Now = s.RefreshAt.Add(-time.Nanosecond) }, want: ""},
-		{name: "at the refresh time", mutate: func(s *refreshState) { s.Now = s.RefreshAt }, want: causeScheduled},
-		{name: "after the refresh time", mutate: func(s *refreshState) { s.Now = s.RefreshAt.Add(time.Minute) }, want: causeScheduled},
-		{name: "at expiry", mutate: func(s *refreshState) { s.Now = held.ExpiresAt }, want: causeExpired},
-		{name: "after expiry", mutate: func(s *refreshState) { s.Now = held.ExpiresAt.Add(time.Hour) }, want: causeExpired},
-		{name: "refresh requested", mutate: func(s *refreshState) { s.RefreshRequested = true }, want: causeRefreshRequested},
-		{name: "refresh requested beats expiry", mutate: func(s *refreshState) {
-			s.RefreshRequested, s.Now = true, held.ExpiresAt.Add(time.Hour)
-		}, want: causeRefreshRequested},
-		{name: "spec changed", mutate: func(s *refreshState) { s.SpecHash = "h2" }, want: causeSpecChanged},
-		{name: "spec changed beats a refresh request and expiry", mutate: func(s *refreshState) {
-			s.SpecHash, s.RefreshRequested, s.Now = "h2", true, held.ExpiresAt.Add(time.Hour)
-		}, want: causeSpecChanged},
-		{name: "Secret edited", mutate: func(s *refreshState) { s.Intact, s.Held = false, heldToken{} }, want: causeSecretEdited},
-		{name: "Secret edited beats everything but its absence", mutate: func(s *refreshState) {
-			s.Intact, s.Held, s.SpecHash, s.RefreshRequested = false, heldToken{}, "h2", true
-		}, want: causeSecretEdited},
-		{name: "Secret missing", mutate: func(s *refreshState) { s.SecretExists, s.Intact, s.Held = false, false, heldToken{} }, want: causeSecretMissing},
-		{name: "Secret missing beats everything", mutate: func(s *refreshState) {
-			s.SecretExists, s.Intact, s.Held, s.SpecHash, s.RefreshRequested, s.Now = false, false, heldToken{}, "h2", true, t0.Add(2*time.Hour)
-		}, want: causeSecretMissing},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := valid
-			tt.mutate(&s)
-			if got := refreshDue(s); got != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -110,6 +110,23 @@ func apiKeyKey(spec authv1alpha1.OpsnowTokenSpec) string {
 	return authv1alpha1.DefaultAPIKeyKey
 }
 
+// maxLabelValue is the longest label value the API server accepts.
+const maxLabelValue = 63
+
+// tokenLabelValue is the OpsnowToken name as the value of the token label.
+// Object names may be 253 characters, label values 63: a longer name is cut
+// and ends in a hash of the whole name, so two long names that share a
+// prefix do not share a label value. The ownerReference, not the label,
+// is the authoritative link.
+func tokenLabelValue(name string) string {
+	if len(name) <= maxLabelValue {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := "-" + hex.EncodeToString(sum[:])[:16]
+	return name[:maxLabelValue-len(suffix)] + suffix
+}
+
 // targetSecretName is spec.secretName, defaulting to the OpsnowToken's name.
 func targetSecretName(secretName, tokenName string) string {
 	if secretName != "" {
@@ -182,7 +199,7 @@ func desiredSecretContent(tokenName string, held heldToken, tokenHash string) se
 	return secretContent{
 		Labels: map[string]string{
 			authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-			authv1alpha1.TokenLabel:     tokenName,
+			authv1alpha1.TokenLabel:     tokenLabelValue(tokenName),
 		},
 		Annotations: annotations,
 		Data: map[string][]byte{

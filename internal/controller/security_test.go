@@ -72,6 +72,7 @@ var configDir = filepath.Join("..", "..", "config")
 // manager's log (at debug level), the events, every OpsnowToken, the other
 // Secrets' metadata and the metrics. None may hold the API key or a token.
 func TestSecretsNeverLeak(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	apiKey := "opsnow-key-" + randomHex(t, 16)
 	h.server.SetAPIKeys(apiKey)
@@ -173,6 +174,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 // even when the token looks like a plain word (no digits, no JWT shape),
 // which pattern-based redaction alone would let through.
 func TestFailureMessagesRedactTheHeldToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createAPIKeySecret("opsnow-api-key", "key-"+randomHex(t, 8))
 	word := "demo." + strings.Repeat("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 1)
@@ -197,6 +199,7 @@ func TestFailureMessagesRedactTheHeldToken(t *testing.T) {
 // nothing is sent anywhere; an allowed endpoint that redirects elsewhere
 // gets InvalidResponse and the other host sees no request.
 func TestRefusedEndpointsSendNothing(t *testing.T) {
+	requireControlPlane(t)
 	var attackerHits atomic.Int64
 	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		attackerHits.Add(1)
@@ -300,14 +303,17 @@ func (h *harness) requestRefresh(name, value string) {
 		})
 }
 
-// waitRefreshHandled waits until the refresh request value has been acted on
-// and status counts failedAttempts.
+// waitRefreshHandled waits until the refresh request value has been acted
+// on and status counts failedAttempts. A failed attempt leaves the request
+// pending (retried at the backoff), so lastHandledRefreshRequest names the
+// value only once a token answering it is in the Secret.
 func (h *harness) waitRefreshHandled(name, value string, failedAttempts int32) {
 	h.t.Helper()
 	h.eventually(fmt.Sprintf("%s to handle refresh request %q with %d failed attempts", name, value, failedAttempts),
 		func() (bool, string) {
 			st := h.getToken(name).Status
-			return st.LastHandledRefreshRequest == value && st.FailedAttempts == failedAttempts,
+			confirmed := st.LastHandledRefreshRequest == value
+			return confirmed == (failedAttempts == 0) && st.FailedAttempts == failedAttempts,
 				fmt.Sprintf("lastHandledRefreshRequest %q, failedAttempts %d", st.LastHandledRefreshRequest, st.FailedAttempts)
 		})
 }
@@ -485,9 +491,12 @@ var (
 	managerRules = []rbacRule{
 		// Target Secrets: cached by label (list, watch), created, updated
 		// when refreshed; API-key Secrets read with get; metadata of all
-		// Secrets watched (list, watch). No patch, no delete: the operator
-		// never deletes a Secret, garbage collection does.
+		// Secrets watched (list, watch). Delete only for a Secret a change of
+		// spec.secretName left behind, which the OpsnowToken controls (it
+		// also lets OwnerReferencesPermissionEnforcement accept the owner
+		// reference); garbage collection removes the rest. No patch.
 		{"", "secrets", "create"},
+		{"", "secrets", "delete"},
 		{"", "secrets", "get"},
 		{"", "secrets", "list"},
 		{"", "secrets", "update"},
@@ -522,6 +531,7 @@ var (
 // The generated and hand-written roles grant exactly what the manager
 // uses: too wide fails here, too narrow fails the stories under RBAC.
 func TestRolesGrantExactlyWhatIsUsed(t *testing.T) {
+	requireControlPlane(t)
 	var cr rbacv1.ClusterRole
 	readObject(t, filepath.Join(configDir, "rbac", "role.yaml"), "ClusterRole", &cr)
 	compareRules(t, "ClusterRole "+cr.Name+" (config/rbac/role.yaml)", cr.Rules, managerRules)
@@ -551,6 +561,7 @@ func TestRolesGrantExactlyWhatIsUsed(t *testing.T) {
 // only the generated ClusterRole and the leader-election Role, and every
 // story works: nothing it does is denied.
 func TestManagerRunsUnderGeneratedRBAC(t *testing.T) {
+	requireControlPlane(t)
 	user := newManagerUser(t)
 	h := newHarness(t, withManagerConfig(user.config), withWatchAllNamespaces(), withLeaderElection(),
 		withBeforeStart(func(h *harness) { user.bind(h, false) }))
@@ -560,6 +571,7 @@ func TestManagerRunsUnderGeneratedRBAC(t *testing.T) {
 // The namespaced install: the same rules as a Role in the one watched
 // namespace are enough.
 func TestManagerRunsUnderNamespacedRBAC(t *testing.T) {
+	requireControlPlane(t)
 	user := newManagerUser(t)
 	h := newHarness(t, withManagerConfig(user.config), withLeaderElection(),
 		withBeforeStart(func(h *harness) { user.bind(h, true) }))
@@ -742,6 +754,7 @@ func runStoriesUnderRBAC(t *testing.T, h *harness, user *managerUser) {
 // holds no cluster-wide right to Secrets or OpsnowTokens: exactly the
 // manager's rules as a Role in each namespace it watches, and nowhere else.
 func TestNamespacedInstallRenders(t *testing.T) {
+	requireControlPlane(t)
 	kustomize := os.Getenv("KUSTOMIZE")
 	if kustomize == "" {
 		kustomize = filepath.Join("..", "..", "bin", "kustomize")
@@ -863,6 +876,7 @@ func TestNamespacedInstallRenders(t *testing.T) {
 // A manager restricted to its namespace never touches an OpsnowToken in
 // another: no status, no Secret, its key never sent, not even read.
 func TestWatchNamespacesIgnoresOtherNamespaces(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t) // restricted to h.ns, as --watch-namespaces=<h.ns>
 	ctx := context.Background()
 	other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "unwatched-"}}
@@ -1012,6 +1026,7 @@ func TestManagerDeploymentIsHardened(t *testing.T) {
 // namespace, accepts a Pod made from the Deployment's template, and rejects
 // it once a required field is taken out (proof that it is enforcing).
 func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
+	requireControlPlane(t)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "restricted-", Labels: map[string]string{
 		"pod-security.kubernetes.io/enforce":         "restricted",

@@ -42,6 +42,8 @@ import (
 const (
 	apiKeySecretIndex = "spec.apiKeySecretRef.name"
 	targetSecretIndex = "status.secretName"
+	// secretControllerIndex maps a cached Secret to its controlling OpsnowToken's UID.
+	secretControllerIndex = "metadata.controller.uid"
 )
 
 // DefaultMaxConcurrentReconciles lets a thousand new tokens wait on OpsNow
@@ -101,60 +103,106 @@ var refreshRequested = predicate.Funcs{
 	},
 }
 
+// Setup builds the reconciler and wires it into mgr: the one wiring the
+// manager binary and the tests share. The cluster-facing Options left empty
+// (clients, scheme, event recorder, the Secret metadata cache) come from mgr.
+func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
+	if o.Client == nil {
+		o.Client = mgr.GetClient()
+	}
+	if o.APIReader == nil {
+		o.APIReader = mgr.GetAPIReader()
+	}
+	if o.Scheme == nil {
+		o.Scheme = mgr.GetScheme()
+	}
+	if o.Recorder == nil {
+		o.Recorder = mgr.GetEventRecorder("opsnow-token-operator")
+	}
+	var secretMetadata cache.Cache
+	if o.SecretMetadata == nil {
+		c, err := cache.New(mgr.GetConfig(), cache.Options{
+			HTTPClient:        mgr.GetHTTPClient(),
+			Scheme:            mgr.GetScheme(),
+			Mapper:            mgr.GetRESTMapper(),
+			DefaultNamespaces: namespaceConfigs(o.WatchNamespaces),
+			DefaultTransform:  keepSecretIdentity,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create Secret metadata cache: %w", err)
+		}
+		if err := mgr.Add(c); err != nil {
+			return nil, fmt.Errorf("add Secret metadata cache: %w", err)
+		}
+		secretMetadata, o.SecretMetadata = c, c
+	}
+	r := NewOpsnowTokenReconciler(o)
+	if err := r.SetupWithManager(mgr, secretMetadata); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// IndexFields registers the field indexes the reconciler lists by.
+func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, apiKeySecretIndex, indexAPIKeySecret); err != nil {
+		return fmt.Errorf("index OpsnowTokens by API-key Secret: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret); err != nil {
+		return fmt.Errorf("index OpsnowTokens by target Secret: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &corev1.Secret{}, secretControllerIndex, indexSecretController); err != nil {
+		return fmt.Errorf("index Secrets by controlling OpsnowToken: %w", err)
+	}
+	return nil
+}
+
+func indexAPIKeySecret(o client.Object) []string {
+	return []string{o.(*authv1alpha1.OpsnowToken).Spec.APIKeySecretRef.Name}
+}
+
+func indexTargetSecret(o client.Object) []string {
+	t := o.(*authv1alpha1.OpsnowToken)
+	return []string{targetSecretName(t.Spec.SecretName, t.Name)}
+}
+
+// indexSecretController maps a cached (operator-labelled) Secret to the UID
+// of the OpsnowToken that controls it.
+func indexSecretController(o client.Object) []string {
+	ref := metav1.GetControllerOf(o)
+	if ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
+		return nil
+	}
+	return []string{string(ref.UID)}
+}
+
 // SetupWithManager wires the reconciler's watches:
 //   - OpsnowTokens, on spec or refresh-request changes only (its own status
 //     writes and label edits do not reconcile);
 //   - target Secrets it controls, from the label-selected cache;
-//   - metadata of all Secrets (in the watched namespaces), through a
-//     dedicated cache that keeps only names and resourceVersions, to notice
-//     API-key rotation and a conflicting Secret going away.
-func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	ctx := context.Background()
-	indexer := mgr.GetFieldIndexer()
-	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, apiKeySecretIndex, func(o client.Object) []string {
-		return []string{o.(*authv1alpha1.OpsnowToken).Spec.APIKeySecretRef.Name}
-	}); err != nil {
-		return fmt.Errorf("index OpsnowTokens by API-key Secret: %w", err)
+//   - metadata of all Secrets (in the watched namespaces), through
+//     secretMetadata, a cache that keeps only names and resourceVersions, to
+//     notice API-key rotation and a conflicting Secret going away;
+//   - the refresh scheduler's wake-ups; the scheduler runs with the manager.
+func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadata cache.Cache) error {
+	if err := IndexFields(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
 	}
-	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, targetSecretIndex, func(o client.Object) []string {
-		t := o.(*authv1alpha1.OpsnowToken)
-		return []string{targetSecretName(t.Spec.SecretName, t.Name)}
-	}); err != nil {
-		return fmt.Errorf("index OpsnowTokens by target Secret: %w", err)
+	if err := mgr.Add(r.scheduler); err != nil {
+		return fmt.Errorf("add refresh scheduler: %w", err)
 	}
-
-	secretMetadata, err := cache.New(mgr.GetConfig(), cache.Options{
-		HTTPClient:        mgr.GetHTTPClient(),
-		Scheme:            mgr.GetScheme(),
-		Mapper:            mgr.GetRESTMapper(),
-		DefaultNamespaces: namespaceConfigs(r.WatchNamespaces),
-		DefaultTransform:  keepSecretIdentity,
-	})
-	if err != nil {
-		return fmt.Errorf("create Secret metadata cache: %w", err)
-	}
-	if err := mgr.Add(secretMetadata); err != nil {
-		return fmt.Errorf("add Secret metadata cache: %w", err)
-	}
-	r.secretMetadata = secretMetadata
-
-	r.scheduler = newRefreshScheduler(r.Clock)
-	r.recovery = newEndpointRecovery()
-
-	workers := r.MaxConcurrentReconciles
-	if workers <= 0 {
-		workers = DefaultMaxConcurrentReconciles
-	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&authv1alpha1.OpsnowToken{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, refreshRequested))).
 		Owns(&corev1.Secret{}).
-		WatchesRawSource(source.Kind(secretMetadata, secretMetadataObject(),
-			handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret))).
 		WatchesRawSource(source.Channel(r.scheduler.events, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Named("opsnowtoken").
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers}).
+		Named("opsnowtoken")
+	if secretMetadata != nil {
+		b = b.WatchesRawSource(source.Kind(secretMetadata, secretMetadataObject(),
+			handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret)))
+	}
+	return b.Complete(r)
 }
 
 func secretMetadataObject() *metav1.PartialObjectMetadata {
@@ -169,7 +217,7 @@ func (r *OpsnowTokenReconciler) tokensForSecret(ctx context.Context, s *metav1.P
 	var requests []reconcile.Request
 	for _, index := range []string{apiKeySecretIndex, targetSecretIndex} {
 		var tokens authv1alpha1.OpsnowTokenList
-		if err := r.List(ctx, &tokens, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {
+		if err := r.client.List(ctx, &tokens, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {
 			logf.FromContext(ctx).Error(err, "Failed to list OpsnowTokens for Secret", "secret", client.ObjectKeyFromObject(s))
 			continue
 		}

@@ -1,0 +1,278 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
+)
+
+// outcome is what acting on a plan did.
+type outcome struct {
+	// Now is the clock after acting: a token request can take seconds, and
+	// planning from a time read before it would plan in the past.
+	Now time.Time
+	// Issued is the token this reconcile wrote to the Secret.
+	Issued *heldToken
+	// SlotAt, when set, is the time the token request may be sent under
+	// the endpoint's rate limit; nothing was sent.
+	SlotAt time.Time
+	// Err is the failure of a step. Every one, whatever the step, is
+	// recorded the same way by summarize.
+	Err error
+	// Deleted names the Secrets a rename left behind that were deleted.
+	Deleted []string
+	// Jitter in [0, 1) spreads the retries of tokens that failed together.
+	Jitter float64
+}
+
+// summary is the status a reconcile leaves and what follows from it.
+type summary struct {
+	Status authv1alpha1.OpsnowTokenStatus
+	// WakeAt is when to look at the token again; zero when only a change
+	// of its inputs can make a difference.
+	WakeAt time.Time
+	// Failure is the failure recorded, if any.
+	Failure *refreshError
+	// Schedule is the refresh plan of a token written by this reconcile.
+	Schedule schedule
+}
+
+// refreshError is a failed step and the Ready reason it records.
+type refreshError struct {
+	Reason       string
+	Message      string
+	RetryAfter   time.Duration
+	Unauthorized bool
+}
+
+func (e *refreshError) Error() string { return e.Message }
+
+// Ready reasons that need the user: nothing is retried until an input changes.
+var stalledReasons = map[string]bool{
+	authv1alpha1.ReasonEndpointNotAllowed: true,
+	authv1alpha1.ReasonSecretConflict:     true,
+}
+
+// summarize computes the status a reconcile leaves from what was read, the
+// plan and what acting did. It is the one door every failure goes through:
+// a reason, a message, failedAttempts, the backoff capped before expiry,
+// Ready kept True while the held token is still good. status.observedGeneration
+// follows Flux's rule: it is set once the generation reached an outcome
+// (a token, a recorded failure, a stall), not while a request waits for
+// its slot.
+func summarize(in inputs, p plan, out outcome) summary {
+	st := in.Token.Status.DeepCopy()
+	st.SecretName = in.SecretName
+	now, gen := out.Now, in.Token.Generation
+	s := summary{}
+
+	held, current := in.Held, in.heldIsCurrent()
+	if out.Issued != nil {
+		held, current = *out.Issued, true
+	}
+	valid := current && now.Before(held.ExpiresAt)
+	if current && held.RefreshRequest != "" {
+		// Read back from the Secret, so that a restart between the Secret
+		// write and the status patch still confirms the request.
+		st.LastHandledRefreshRequest = held.RefreshRequest
+	}
+
+	switch {
+	case p.Action == actSuspend:
+		st.ObservedGeneration = gen
+		st.NextRefreshTime = nil
+		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, authv1alpha1.ReasonSuspended,
+			"Refreshing is suspended; the token in the Secret is not renewed"), nil)
+
+	case p.Action == actStall:
+		st.ObservedGeneration = gen
+		st.NextRefreshTime = nil
+		stalled := trueCondition(authv1alpha1.ConditionStalled, p.Reason, p.Message)
+		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, p.Reason, p.Message), &stalled)
+
+	case out.Err != nil || p.Action == actFail:
+		err := out.Err
+		if err == nil {
+			err = p.Err
+		}
+		rerr := classify(err, held.Token, pendingToken(in))
+		st.ObservedGeneration = gen
+		st.FailedAttempts++
+		st.LastFailureMessage = rerr.Message
+		var keepUntil time.Time
+		if valid {
+			keepUntil = held.ExpiresAt
+		}
+		next := nextRetry(retryPolicy{
+			Attempts:     st.FailedAttempts,
+			Unauthorized: rerr.Unauthorized,
+			RetryAfter:   rerr.RetryAfter,
+			Jitter:       out.Jitter,
+		}, now, keepUntil)
+		st.NextRefreshTime = &metav1.Time{Time: next}
+		if valid {
+			markReady(st, gen, now, held)
+		} else {
+			retrying := trueCondition(authv1alpha1.ConditionReconciling, rerr.Reason,
+				fmt.Sprintf("Retrying at %s", next.UTC().Format(time.RFC3339)))
+			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &retrying)
+		}
+		s.Failure, s.WakeAt = rerr, next
+
+	case !out.SlotAt.IsZero():
+		// Waiting for a request slot is not an outcome: the generation is
+		// not observed yet, and a token still good stays Ready untouched.
+		s.WakeAt = out.SlotAt
+		if valid {
+			s.WakeAt = earliest(out.SlotAt, held.ExpiresAt)
+			break
+		}
+		msg := fmt.Sprintf("Waiting for a token request slot at %s (--token-request-rate)", out.SlotAt.UTC().Format(time.RFC3339))
+		progressing := trueCondition(authv1alpha1.ConditionReconciling, authv1alpha1.ReasonProgressing, msg)
+		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, authv1alpha1.ReasonProgressing, msg), &progressing)
+
+	case p.Action == actWait:
+		s.WakeAt = p.At
+		if valid {
+			markReady(st, gen, now, held)
+			s.WakeAt = earliest(p.At, held.ExpiresAt)
+		} else if c := apimeta.FindStatusCondition(st.Conditions, authv1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
+			// The held token expired while waiting to retry.
+			reason := authv1alpha1.ReasonUpstreamUnavailable
+			if r := apimeta.FindStatusCondition(st.Conditions, authv1alpha1.ConditionReconciling); r != nil {
+				reason = r.Reason
+			}
+			retrying := trueCondition(authv1alpha1.ConditionReconciling, reason,
+				fmt.Sprintf("Retrying at %s", p.At.UTC().Format(time.RFC3339)))
+			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, reason,
+				"The token expired; "+st.LastFailureMessage), &retrying)
+		}
+
+	default: // the held or the new token is current
+		st.ObservedGeneration = gen
+		st.FailedAttempts = 0
+		st.LastFailureMessage = ""
+		s.Schedule = refreshTime(held.IssuedAt, held.ExpiresAt, refreshBefore(in.Token),
+			string(in.Token.UID)+held.ExpiresAt.String())
+		st.NextRefreshTime = &metav1.Time{Time: s.Schedule.RefreshAt}
+		markReady(st, gen, now, held)
+		s.WakeAt = s.Schedule.RefreshAt
+	}
+	s.Status = *st
+	return s
+}
+
+// markReady sets Ready=True for held and the token's times in status.
+func markReady(st *authv1alpha1.OpsnowTokenStatus, gen int64, now time.Time, held heldToken) {
+	st.ExpiresAt = &metav1.Time{Time: held.ExpiresAt}
+	st.LastRefreshTime = &metav1.Time{Time: held.IssuedAt}
+	msg := fmt.Sprintf("Secret %s holds a token valid until %s", st.SecretName, held.ExpiresAt.UTC().Format(time.RFC3339))
+	if st.FailedAttempts > 0 {
+		msg += fmt.Sprintf("; the last %d refresh attempt(s) failed, see lastFailureMessage", st.FailedAttempts)
+	}
+	setConditions(st, gen, now, metav1.Condition{
+		Type: authv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: authv1alpha1.ReasonTokenValid, Message: msg,
+	}, nil)
+}
+
+// setConditions sets Ready and at most one of Reconciling and Stalled, the
+// kstatus conditions: with neither, tools such as Flux, Argo CD and kstatus
+// read Ready alone; Reconciling=True reads as in progress, Stalled=True as
+// failed.
+func setConditions(st *authv1alpha1.OpsnowTokenStatus, gen int64, now time.Time, ready metav1.Condition, extra *metav1.Condition) {
+	stamp := metav1.NewTime(now.Truncate(time.Second))
+	ready.ObservedGeneration, ready.LastTransitionTime = gen, stamp
+	apimeta.SetStatusCondition(&st.Conditions, ready)
+	for _, t := range []string{authv1alpha1.ConditionReconciling, authv1alpha1.ConditionStalled} {
+		if extra == nil || extra.Type != t {
+			apimeta.RemoveStatusCondition(&st.Conditions, t)
+		}
+	}
+	if extra != nil {
+		extra.ObservedGeneration, extra.LastTransitionTime = gen, stamp
+		apimeta.SetStatusCondition(&st.Conditions, *extra)
+	}
+}
+
+func trueCondition(condType, reason, message string) metav1.Condition {
+	return metav1.Condition{Type: condType, Status: metav1.ConditionTrue, Reason: reason, Message: message}
+}
+
+func falseCondition(condType, reason, message string) metav1.Condition {
+	return metav1.Condition{Type: condType, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func pendingToken(in inputs) string {
+	if in.Pending == nil {
+		return ""
+	}
+	return in.Pending.Token
+}
+
+// classify turns the failure of any step into a refreshError with a Ready
+// reason, and takes the tokens the operator holds out of its message: the
+// OpsNow client redacts the API key and what looks like a credential, but
+// cannot know those.
+func classify(err error, tokens ...string) *refreshError {
+	var rerr *refreshError
+	var oerr *opsnow.Error
+	switch {
+	case errors.As(err, &rerr):
+		c := *rerr
+		rerr = &c
+	case errors.As(err, &oerr):
+		rerr = refreshErrorFrom(oerr)
+	default:
+		rerr = &refreshError{Reason: authv1alpha1.ReasonUpstreamUnavailable, Message: err.Error()}
+	}
+	for _, t := range tokens {
+		if t != "" {
+			rerr.Message = strings.ReplaceAll(rerr.Message, t, "[REDACTED]")
+		}
+	}
+	return rerr
+}
+
+// refreshErrorFrom maps an OpsNow client error to a Ready reason.
+func refreshErrorFrom(err *opsnow.Error) *refreshError {
+	re := &refreshError{Message: err.Error(), RetryAfter: err.RetryAfter}
+	switch {
+	case errors.Is(err, opsnow.ErrUnauthorized):
+		re.Reason, re.Unauthorized = authv1alpha1.ReasonUnauthorized, true
+	case errors.Is(err, opsnow.ErrUnavailable):
+		re.Reason = authv1alpha1.ReasonUpstreamUnavailable
+	default:
+		re.Reason = authv1alpha1.ReasonInvalidResponse
+	}
+	return re
+}
