@@ -32,6 +32,7 @@ import (
 	// to ensure that exec-entrypoint and run can make use of them.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -63,6 +64,8 @@ type options struct {
 	tokenRequestRate        float64
 	exchangeTimeout         string
 	watchNamespaces         string
+	apiKeySecretSelector    string
+	apiKeySelector          labels.Selector
 	metricsAddr             string
 	secureMetrics           bool
 	metricsCertPath         string
@@ -95,6 +98,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Timeout of one token request to OpsNow.")
 	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "",
 		"Comma-separated namespaces to watch; empty watches all namespaces.")
+	fs.StringVar(&o.apiKeySecretSelector, "api-key-secret-selector", "",
+		"Label selector API-key Secrets must match for their key to be sent (e.g. opsnow.io/api-key=true); empty allows any Opaque Secret.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
 		"Address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable.")
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
@@ -132,6 +137,11 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	if o.tokenRequestRate < 0 {
 		return nil, fmt.Errorf("--token-request-rate must not be negative, got %g", o.tokenRequestRate)
 	}
+	selector, err := labels.Parse(o.apiKeySecretSelector)
+	if err != nil {
+		return nil, fmt.Errorf("--api-key-secret-selector: %v", oneLine(err))
+	}
+	o.apiKeySelector = selector
 	return o, nil
 }
 
@@ -211,6 +221,7 @@ func run(o *options) error {
 		TokenRequestRate:        o.tokenRequestRate,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 		WatchNamespaces:         namespaces,
+		APIKeySecretSelector:    o.apiKeySelector,
 	}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
@@ -223,11 +234,16 @@ func run(o *options) error {
 
 	setupLog.Info("Starting manager", "defaultEndpoint", defaultEndpoint, "allowedEndpoints", allowlist.Entries(),
 		"watchNamespaces", namespaces, "maxConcurrentReconciles", o.maxConcurrentReconciles,
-		"tokenRequestRate", o.tokenRequestRate)
+		"tokenRequestRate", o.tokenRequestRate, "apiKeySecretSelector", o.apiKeySelector.String())
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// oneLine keeps a flag error on the one line the usage promises.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 func parseDuration(name, value string) (time.Duration, error) {

@@ -67,6 +67,8 @@ const (
 	ReasonAPIKeySecretNotFound = "APIKeySecretNotFound"
 	// ReasonAPIKeyMissing: the API-key Secret has no non-empty value under the referenced key.
 	ReasonAPIKeyMissing = "APIKeyMissing"
+	// ReasonAPIKeySecretNotAllowed: the API-key Secret is not an Opaque Secret, or lacks the labels the operator's --api-key-secret-selector requires; nothing was sent.
+	ReasonAPIKeySecretNotAllowed = "APIKeySecretNotAllowed"
 	// ReasonEndpointNotAllowed: spec.endpoint is not on the operator's allowlist; nothing was sent.
 	ReasonEndpointNotAllowed = "EndpointNotAllowed"
 	// ReasonUnauthorized: OpsNow rejected the API key (HTTP 401 or 403).

@@ -24,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -265,6 +266,23 @@ func (r *OpsnowTokenReconciler) apiKeyVersion(ctx context.Context, tok *authv1al
 	return m.ResourceVersion
 }
 
+// apiKeySecretAllowed refuses Secrets that are not an explicit choice of
+// API key: a user who may create OpsnowTokens but not read Secrets must not
+// be able to have a service-account token or a TLS key of the namespace
+// sent upstream. Only Opaque Secrets qualify, and, when the admin set
+// --api-key-secret-selector, only those carrying its labels.
+func (r *OpsnowTokenReconciler) apiKeySecretAllowed(s *corev1.Secret) error {
+	if s.Type != corev1.SecretTypeOpaque && s.Type != "" {
+		return &refreshError{Reason: authv1alpha1.ReasonAPIKeySecretNotAllowed, Message: fmt.Sprintf(
+			"API-key Secret %q is of type %q; only Opaque Secrets are read as API keys, nothing was sent", s.Name, s.Type)}
+	}
+	if r.apiKeySelector != nil && !r.apiKeySelector.Empty() && !r.apiKeySelector.Matches(labels.Set(s.Labels)) {
+		return &refreshError{Reason: authv1alpha1.ReasonAPIKeySecretNotAllowed, Message: fmt.Sprintf(
+			"API-key Secret %q lacks the labels this operator requires of API-key Secrets (%s); nothing was sent", s.Name, r.apiKeySelector)}
+	}
+	return nil
+}
+
 // readAPIKey reads the API key straight from the API server. A missing
 // Secret or key is a refreshError with reason APIKeySecretNotFound or
 // APIKeyMissing; another failed read keeps the API server's error.
@@ -278,6 +296,9 @@ func (r *OpsnowTokenReconciler) readAPIKey(ctx context.Context, tok *authv1alpha
 		}
 		return nil, &refreshError{Reason: authv1alpha1.ReasonAPIKeySecretNotFound,
 			Message: fmt.Sprintf("cannot read API-key Secret %q: %s", ref.Name, apierrors.ReasonForError(err))}
+	}
+	if err := r.apiKeySecretAllowed(s); err != nil {
+		return nil, err
 	}
 	// A trailing newline is a common accident of creating the Secret from a file.
 	value := strings.TrimSpace(string(s.Data[apiKeyKey(tok.Spec)]))

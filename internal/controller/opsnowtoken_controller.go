@@ -27,6 +27,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -76,6 +77,9 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// WatchNamespaces restricts every watch; empty means all namespaces.
 	WatchNamespaces []string
+	// APIKeySecretSelector, when not empty, is what an API-key Secret's
+	// labels must match for its key to be sent.
+	APIKeySecretSelector labels.Selector
 }
 
 // OpsnowTokenReconciler keeps each OpsnowToken's target Secret holding a
@@ -92,6 +96,7 @@ type OpsnowTokenReconciler struct {
 	defaultEndpoint string
 	workers         int
 	namespaces      []string
+	apiKeySelector  labels.Selector
 
 	// scheduler wakes tokens at their planned refresh or retry time.
 	scheduler *refreshScheduler
@@ -125,6 +130,7 @@ func NewOpsnowTokenReconciler(o Options) *OpsnowTokenReconciler {
 		defaultEndpoint: o.DefaultEndpoint,
 		workers:         workers,
 		namespaces:      o.WatchNamespaces,
+		apiKeySelector:  o.APIKeySecretSelector,
 		scheduler:       newRefreshScheduler(clk),
 		limiter:         NewEndpointRateLimiter(o.TokenRequestRate),
 		recovery:        newEndpointRecovery(),
@@ -176,7 +182,7 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	out := r.act(ctx, in, p)
 	s := summarize(in, p, out)
 	r.remember(in, p, s)
-	r.recordEvents(ctx, in, p, out, s)
+	r.record(ctx, in, p, out, s)
 	r.scheduler.schedule(req.NamespacedName, s.WakeAt)
 	return ctrl.Result{}, r.patchStatus(ctx, tok, s.Status)
 }
@@ -245,11 +251,9 @@ func (r *OpsnowTokenReconciler) refresh(ctx context.Context, in inputs, p plan, 
 	exchangeDuration.Observe(time.Since(start).Seconds())
 	r.noteExchange(key, in.Endpoint, err)
 	if err != nil {
-		refreshTotal.WithLabelValues(in.Token.Namespace, in.Token.Name, "failure").Inc()
 		out.Err = err
 		return
 	}
-	refreshTotal.WithLabelValues(in.Token.Namespace, in.Token.Name, "success").Inc()
 	minted := heldToken{
 		Token:          token.AccessToken,
 		IssuedAt:       token.IssuedAt.Truncate(time.Second),
@@ -380,10 +384,11 @@ func (r *OpsnowTokenReconciler) patchStatus(ctx context.Context, tok *authv1alph
 	return nil
 }
 
-// recordEvents is the one place events are emitted, from what changed:
-// a Warning for each failure and for a stall the user must resolve, a
-// Normal event for a new token unless its refresh was routine.
-func (r *OpsnowTokenReconciler) recordEvents(ctx context.Context, in inputs, p plan, out outcome, s summary) {
+// record is the one place a reconcile's outcome is told: logs, the refresh
+// counter and events (a Warning for each failure and for a stall the user
+// must resolve, a Normal event for a new token unless its refresh was
+// routine).
+func (r *OpsnowTokenReconciler) record(ctx context.Context, in inputs, p plan, out outcome, s summary) {
 	tok, ref := in.Token, eventRef(in.Token)
 	log := logf.FromContext(ctx)
 	oldReason := ""
@@ -391,6 +396,7 @@ func (r *OpsnowTokenReconciler) recordEvents(ctx context.Context, in inputs, p p
 		oldReason = c.Reason
 	}
 	if f := s.Failure; f != nil {
+		refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "failure").Inc()
 		retry := s.Status.NextRefreshTime.UTC().Format(time.RFC3339)
 		log.Info("Token refresh failed", "reason", f.Reason, "message", f.Message,
 			"failedAttempts", s.Status.FailedAttempts, "retryAt", retry)
@@ -406,6 +412,7 @@ func (r *OpsnowTokenReconciler) recordEvents(ctx context.Context, in inputs, p p
 			"Refreshing is suspended; the token in the Secret is not renewed")
 	}
 	if issued := out.Issued; issued != nil {
+		refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "success").Inc()
 		log.Info("Refreshed access token", "secret", in.SecretName, "cause", p.Cause,
 			"expiresAt", issued.ExpiresAt, "refreshAt", s.Schedule.RefreshAt)
 		// A planned refresh without earlier failures is routine: status

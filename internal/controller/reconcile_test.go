@@ -24,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
@@ -222,7 +223,7 @@ func TestTimeSpentInTheExchangeCounts(t *testing.T) {
 // Defect 5: the rate limiter never parks a worker; a token over the limit
 // is told when its slot comes and reconciled then.
 func TestRateLimitDoesNotBlockWorkers(t *testing.T) {
-	w := newWorld(t, withRate(1)) // 1 request per second, burst 1
+	w := newWorld(t, withRate(0.1)) // one request per 10 s, burst 1
 	w.createAPIKey("k1")
 	for _, name := range []string{"a", "b", "c"} {
 		w.createToken(name)
@@ -244,11 +245,11 @@ func TestRateLimitDoesNotBlockWorkers(t *testing.T) {
 		t.Errorf("c observedGeneration: got %d, want 0 while its request waits", c.Status.ObservedGeneration)
 	}
 	// At b's slot, b goes; c still waits for its own.
-	w.clock.Step(time.Second)
+	w.clock.Step(10 * time.Second)
 	w.reconcile("b")
 	w.reconcile("c")
 	w.expectRequests(2)
-	w.clock.Step(time.Second)
+	w.clock.Step(10 * time.Second)
 	w.reconcile("c")
 	w.expectRequests(3)
 	w.expectReady("c", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
@@ -424,4 +425,58 @@ func TestStaleCacheDoesNotDelayADueRefresh(t *testing.T) {
 	w.stepTo(w.token("billing").Status.NextRefreshTime.Time)
 	w.reconcile("billing")
 	w.expectRequests(2)
+}
+
+// Only an Opaque Secret is an API key: a service-account token, a TLS key
+// or registry credentials of the namespace are never sent upstream.
+func TestAPIKeySecretMustBeOpaque(t *testing.T) {
+	for _, secretType := range []corev1.SecretType{
+		corev1.SecretTypeServiceAccountToken, corev1.SecretTypeTLS, corev1.SecretTypeDockerConfigJson,
+		corev1.SecretTypeBasicAuth, corev1.SecretTypeSSHAuth, corev1.SecretTypeBootstrapToken,
+	} {
+		t.Run(string(secretType), func(t *testing.T) {
+			w := newWorld(t)
+			key := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: testNamespace, Name: "opsnow-api-key"},
+				Type:       secretType,
+				Data:       map[string][]byte{authv1alpha1.DefaultAPIKeyKey: []byte("borrowed-credential")},
+			}
+			if err := w.store.Create(w.ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			w.createToken("billing")
+			w.reconcile("billing")
+			w.expectRequests(0)
+			tok := w.expectReady("billing", metav1.ConditionFalse, authv1alpha1.ReasonAPIKeySecretNotAllowed)
+			if c := condition(tok, authv1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue {
+				t.Errorf("Stalled: got %+v, want True", c)
+			}
+			if strings.Contains(tok.Status.LastFailureMessage, "borrowed-credential") {
+				t.Errorf("lastFailureMessage quotes the Secret's data: %q", tok.Status.LastFailureMessage)
+			}
+		})
+	}
+}
+
+// With --api-key-secret-selector, only Secrets carrying the labels are read
+// as API keys; labelling the Secret is enough to go on.
+func TestAPIKeySecretSelector(t *testing.T) {
+	selector, err := labels.Parse("opsnow.io/api-key=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t, func(o *Options) { o.APIKeySecretSelector = selector })
+	key := w.createAPIKey("k1")
+	w.createToken("billing")
+	w.reconcile("billing")
+	w.expectRequests(0)
+	w.expectReady("billing", metav1.ConditionFalse, authv1alpha1.ReasonAPIKeySecretNotAllowed)
+
+	key.Labels = map[string]string{"opsnow.io/api-key": "true"}
+	if err := w.store.Update(w.ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile("billing")
+	w.expectRequests(1)
+	w.expectReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
 }

@@ -48,6 +48,11 @@ type outcome struct {
 	Jitter float64
 }
 
+// reportSlotWaitAfter is the shortest wait for a request slot that status
+// reports as Reconciling: a token created in a burst may wait N/rate
+// seconds for its first token, and kstatus must see it in progress then.
+const reportSlotWaitAfter = 5 * time.Second
+
 // summary is the status a reconcile leaves and what follows from it.
 type summary struct {
 	Status authv1alpha1.OpsnowTokenStatus
@@ -70,10 +75,12 @@ type refreshError struct {
 
 func (e *refreshError) Error() string { return e.Message }
 
-// Ready reasons that need the user: nothing is retried until an input changes.
+// stalledReasons need the user: nothing can succeed until an input changes,
+// and kstatus reads them as failed rather than in progress.
 var stalledReasons = map[string]bool{
-	authv1alpha1.ReasonEndpointNotAllowed: true,
-	authv1alpha1.ReasonSecretConflict:     true,
+	authv1alpha1.ReasonEndpointNotAllowed:     true,
+	authv1alpha1.ReasonSecretConflict:         true,
+	authv1alpha1.ReasonAPIKeySecretNotAllowed: true,
 }
 
 // summarize computes the status a reconcile leaves from what was read, the
@@ -133,9 +140,13 @@ func summarize(in inputs, p plan, out outcome) summary {
 			Jitter:       out.Jitter,
 		}, now, keepUntil)
 		st.NextRefreshTime = &metav1.Time{Time: next}
-		if valid {
+		switch {
+		case valid:
 			markReady(st, gen, now, held)
-		} else {
+		case stalledReasons[rerr.Reason]:
+			stalled := trueCondition(authv1alpha1.ConditionStalled, rerr.Reason, rerr.Message)
+			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &stalled)
+		default:
 			retrying := trueCondition(authv1alpha1.ConditionReconciling, rerr.Reason,
 				fmt.Sprintf("Retrying at %s", next.UTC().Format(time.RFC3339)))
 			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &retrying)
@@ -148,6 +159,10 @@ func summarize(in inputs, p plan, out outcome) summary {
 		s.WakeAt = out.SlotAt
 		if valid {
 			s.WakeAt = earliest(out.SlotAt, held.ExpiresAt)
+			break
+		}
+		if out.SlotAt.Sub(now) < reportSlotWaitAfter {
+			// Too short a wait to be worth a status write of its own.
 			break
 		}
 		msg := fmt.Sprintf("Waiting for a token request slot at %s (--token-request-rate)", out.SlotAt.UTC().Format(time.RFC3339))
