@@ -9,6 +9,18 @@
 // every URL into scheme, host, port and path and compares those parts. It
 // never compares raw strings, and it rejects rather than repairs anything a
 // human reader could misread.
+//
+// The client appends the token path to the URL that Allow returns, so the
+// path a user may add decides which service receives the key. An entry that
+// is a built-in endpoint therefore allows only itself: OpsNow's public hosts
+// serve more than the token exchange. An entry an admin adds allows its path
+// and below, so that a gateway prefix can be listed once.
+//
+// A trailing dot marks a fully qualified name, which the resolver looks up
+// only as written, never under a search domain. It is kept, and host. and
+// host are different entries: allowing the relative spelling for a dotted
+// entry would reopen the search-domain lookup the admin closed, and the
+// dotted spelling is another Host header and another origin for the server.
 package endpoint
 
 import (
@@ -60,9 +72,9 @@ func ParseList(s string) []string {
 }
 
 // Normalize parses raw as a base URL and returns its canonical form
-// scheme://host[:port][/path]: scheme and host lowercased, one trailing dot
-// of the host removed, IP literals in their canonical form, the scheme's
-// default port dropped and no trailing slash. Anything that is not a plain
+// scheme://host[:port][/path]: scheme and host lowercased, a host's trailing
+// dot kept, IP literals in their canonical form, the scheme's default port
+// dropped and no trailing slash. Anything that is not a plain
 // http or https base URL is an error wrapping ErrInvalid; the message says
 // what is wrong but does not repeat raw, which may carry credentials.
 func Normalize(raw string) (string, error) {
@@ -76,7 +88,36 @@ func Normalize(raw string) (string, error) {
 // Allowlist decides which endpoints the operator may call. The zero value and
 // a nil *Allowlist allow nothing.
 type Allowlist struct {
-	entries []baseURL
+	entries []entry
+}
+
+// entry is one allowlist entry.
+type entry struct {
+	baseURL
+	// exact restricts the entry to its base URL; see builtIn.
+	exact bool
+}
+
+// builtIn holds the canonical built-in endpoints.
+var builtIn = func() map[string]bool {
+	m := map[string]bool{}
+	for _, raw := range BuiltIn() {
+		u, err := parse(raw)
+		if err != nil {
+			panic(fmt.Sprintf("built-in endpoint %q: %v", raw, err))
+		}
+		m[u.String()] = true
+	}
+	return m
+}()
+
+// isBuiltIn reports whether u is a built-in endpoint, in either spelling of
+// its host: the entry is the same however it reached the list (built-in,
+// --default-endpoint or --allowed-endpoints), so that listing it again
+// cannot widen it.
+func isBuiltIn(u baseURL) bool {
+	u.host = strings.TrimSuffix(u.host, ".")
+	return builtIn[u.String()]
 }
 
 // NewAllowlist builds an allowlist from base URLs, normalizing each one and
@@ -93,18 +134,19 @@ func NewAllowlist(entries ...string) (*Allowlist, error) {
 		}
 		if s := u.String(); !seen[s] {
 			seen[s] = true
-			a.entries = append(a.entries, u)
+			a.entries = append(a.entries, entry{baseURL: u, exact: isBuiltIn(u)})
 		}
 	}
 	return a, nil
 }
 
 // Allow returns the canonical URL to call for raw when an entry allows it:
-// scheme, host and port equal, and the path equal to the entry's path or
-// below it at a segment boundary (entry https://h/api allows https://h/api/v2
-// but not https://h/apiv2). Otherwise it returns an error wrapping ErrInvalid
-// when raw is not an acceptable base URL, or ErrNotAllowed naming the
-// normalized endpoint when no entry matches.
+// scheme, host (trailing dot included) and port equal, and the path equal to
+// the entry's path or, unless the entry is a built-in endpoint, below it at a
+// segment boundary (entry https://h/api allows https://h/api/v2 but not
+// https://h/apiv2; https://api.opsnow.io allows only itself). Otherwise it
+// returns an error wrapping ErrInvalid when raw is not an acceptable base
+// URL, or ErrNotAllowed naming the normalized endpoint when no entry matches.
 func (a *Allowlist) Allow(raw string) (string, error) {
 	u, err := parse(raw)
 	if err != nil {
@@ -138,7 +180,7 @@ func (a *Allowlist) Entries() []string {
 // baseURL is a parsed, canonical base URL.
 type baseURL struct {
 	scheme string // "http" or "https"
-	host   string // lowercase DNS name, dotted IPv4, or bracketed IPv6
+	host   string // lowercase DNS name (maybe dot-terminated), dotted IPv4, or bracketed IPv6
 	port   string // decimal without leading zeros; empty for the default port
 	path   string // empty or "/seg[/seg...]" without a trailing slash
 }
@@ -151,14 +193,18 @@ func (u baseURL) String() string {
 	return s + u.path
 }
 
-// allows reports whether candidate c is e or lies below e's path.
-func (e baseURL) allows(c baseURL) bool {
+// allows reports whether candidate c is e or, unless e is exact, lies below
+// e's path.
+func (e entry) allows(c baseURL) bool {
 	if c.scheme != e.scheme || c.host != e.host || c.port != e.port {
 		return false
 	}
+	if c.path == e.path {
+		return true
+	}
 	// Paths are canonical (no trailing slash, no empty or dot segments), so
 	// a prefix ending at a "/" is a whole-segment prefix.
-	return c.path == e.path || strings.HasPrefix(c.path, e.path+"/")
+	return !e.exact && strings.HasPrefix(c.path, e.path+"/")
 }
 
 func invalid(format string, args ...any) error {
@@ -291,8 +337,10 @@ func splitHostPort(hostport string) (host, port string, err error) {
 	return host, port, nil
 }
 
-// canonicalHost lowercases a DNS name and drops one trailing dot, or
-// canonicalizes an IP literal, so that equal hosts compare equal.
+// canonicalHost lowercases a DNS name, keeping one trailing dot, or
+// canonicalizes an IP literal, so that equal hosts compare equal. The dot is
+// kept because it changes the lookup: the resolver tries a dot-terminated
+// name only as written, never under a search domain.
 func canonicalHost(host string) (string, error) {
 	if strings.HasPrefix(host, "[") {
 		if !strings.HasSuffix(host, "]") {
@@ -304,7 +352,7 @@ func canonicalHost(host string) (string, error) {
 		}
 		return "[" + addr.String() + "]", nil
 	}
-	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	name, fqdn := strings.CutSuffix(strings.ToLower(host), ".")
 	if name == "" {
 		return "", invalid("missing host")
 	}
@@ -339,7 +387,15 @@ func canonicalHost(host string) (string, error) {
 		if err != nil || !addr.Is4() {
 			return "", invalid("numeric host is not a dotted-quad IPv4 address")
 		}
+		// With the dot, a resolver asks DNS for a name instead of dialling
+		// the address.
+		if fqdn {
+			return "", invalid("IPv4 address must not end with a dot")
+		}
 		return addr.String(), nil
+	}
+	if fqdn {
+		name += "."
 	}
 	return name, nil
 }

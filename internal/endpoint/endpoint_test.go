@@ -16,8 +16,14 @@ func TestNormalize(t *testing.T) {
 	}{
 		{in: "https://api.opsnow.io", want: "https://api.opsnow.io"},
 		{in: "HTTPS://API.OpsNow.IO/", want: "https://api.opsnow.io"},
-		{in: "https://api.opsnow.io.", want: "https://api.opsnow.io"},
-		{in: "https://api.opsnow.io./", want: "https://api.opsnow.io"},
+		// A trailing dot makes the name absolute, so the resolver skips the
+		// search domains: it is kept, not dropped.
+		{in: "https://api.opsnow.io.", want: "https://api.opsnow.io."},
+		{in: "https://api.opsnow.io./", want: "https://api.opsnow.io."},
+		{in: "HTTPS://Opsnow-Mock.Tools.SVC.Cluster.Local.:443/", want: "https://opsnow-mock.tools.svc.cluster.local."},
+		{in: "http://opsnow-mock.tools.svc.cluster.local.:8080/api/", want: "http://opsnow-mock.tools.svc.cluster.local.:8080/api"},
+		{in: "https://localhost.", want: "https://localhost."},
+		{in: "https://" + strings.Repeat("a.", 126) + "a.", want: "https://" + strings.Repeat("a.", 126) + "a."},
 		{in: "https://api.opsnow.io:443", want: "https://api.opsnow.io"},
 		{in: "https://api.opsnow.io:0443", want: "https://api.opsnow.io"},
 		{in: "https://api.opsnow.io:80", want: "https://api.opsnow.io:80"},
@@ -81,6 +87,14 @@ func TestNormalize(t *testing.T) {
 		{in: "https://api.opsnow.io,evil.example"},
 		// Hosts.
 		{in: "https://api.opsnow.io.."},
+		{in: "https://."},
+		{in: "https://.:443"},
+		{in: "https://" + strings.Repeat("a.", 127) + "."},
+		// A dotted-quad with a trailing dot is a DNS name to the resolver,
+		// not an address.
+		{in: "http://127.0.0.1."},
+		{in: "http://127.0.0.1.:8080"},
+		{in: "https://[::1].:8443"},
 		{in: "https://.api.opsnow.io"},
 		{in: "https://api..opsnow.io"},
 		{in: "https://-api.opsnow.io"},
@@ -181,7 +195,7 @@ func TestAllow(t *testing.T) {
 		{name: "built-in 360", entries: builtIn, in: "https://api.opsnow360.io", want: "https://api.opsnow360.io"},
 		{name: "built-in kr", entries: builtIn, in: "https://api.kr.opsnow360.io/", want: "https://api.kr.opsnow360.io"},
 		{name: "case and trailing slash", entries: builtIn, in: "HTTPS://API.OpsNow.IO/", want: "https://api.opsnow.io"},
-		{name: "trailing dot", entries: builtIn, in: "https://api.opsnow.io.", want: "https://api.opsnow.io"},
+		{name: "trailing dot on built-in", entries: builtIn, in: "https://api.opsnow.io.", wantErr: endpoint.ErrNotAllowed},
 		{name: "default port", entries: builtIn, in: "https://api.opsnow.io:443", want: "https://api.opsnow.io"},
 		{name: "other port", entries: builtIn, in: "https://api.opsnow.io:8443", wantErr: endpoint.ErrNotAllowed},
 		{name: "https port on http entry", entries: []string{"http://api.opsnow.io"}, in: "http://api.opsnow.io:443", wantErr: endpoint.ErrNotAllowed},
@@ -230,7 +244,33 @@ func TestAllow(t *testing.T) {
 		{name: "root", entries: []string{"https://h.example/api"}, in: "https://h.example", wantErr: endpoint.ErrNotAllowed},
 		{name: "path case differs", entries: []string{"https://h.example/api"}, in: "https://h.example/API", wantErr: endpoint.ErrNotAllowed},
 		{name: "path escapes entry", entries: []string{"https://h.example/api"}, in: "https://h.example/api/../admin", wantErr: endpoint.ErrInvalid},
-		{name: "root entry allows paths", entries: builtIn, in: "https://api.opsnow.io/proxy/v1", want: "https://api.opsnow.io/proxy/v1"},
+		{name: "admin root entry allows paths", entries: []string{"https://opsnow.internal"}, in: "https://opsnow.internal/proxy/v1", want: "https://opsnow.internal/proxy/v1"},
+
+		// Built-in entries allow only their base, so that the token path
+		// the client appends is the only URL the key can reach on them.
+		{name: "built-in root slash", entries: builtIn, in: "https://api.opsnow.io/", want: "https://api.opsnow.io"},
+		{name: "built-in path", entries: builtIn, in: "https://api.opsnow.io/proxy/v1", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in other service", entries: builtIn, in: "https://api.opsnow.io/any/other/service", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in token path", entries: builtIn, in: "https://api.opsnow.io/platform/v2/identity/api-keys/token", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in 360 path", entries: builtIn, in: "https://api.opsnow360.io/x", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in kr path", entries: builtIn, in: "HTTPS://API.KR.OPSNOW360.IO:443/x/", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in listed again", entries: append(endpoint.BuiltIn(), "HTTPS://API.OPSNOW.IO:443/"), in: "https://api.opsnow.io/x", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in as the only entry", entries: []string{"https://api.opsnow.io"}, in: "https://api.opsnow.io/x", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in listed fully qualified", entries: []string{"https://api.opsnow.io."}, in: "https://api.opsnow.io.", want: "https://api.opsnow.io."},
+		{name: "built-in listed fully qualified, path", entries: []string{"https://api.opsnow.io."}, in: "https://api.opsnow.io./x", wantErr: endpoint.ErrNotAllowed},
+		{name: "built-in host over http", entries: []string{"http://api.opsnow.io"}, in: "http://api.opsnow.io/x", want: "http://api.opsnow.io/x"},
+		{name: "admin path on built-in host", entries: append(endpoint.BuiltIn(), "https://api.opsnow.io/gateway"), in: "https://api.opsnow.io/gateway/v2", want: "https://api.opsnow.io/gateway/v2"},
+		{name: "admin path on built-in host, other path", entries: append(endpoint.BuiltIn(), "https://api.opsnow.io/gateway"), in: "https://api.opsnow.io/other", wantErr: endpoint.ErrNotAllowed},
+
+		// host. and host are different entries: the dotted name is looked up
+		// only as written, the other may fall back to the search domains.
+		{name: "fully qualified entry", entries: []string{"http://opsnow-mock.tools.svc.cluster.local.:8080"}, in: "http://opsnow-mock.tools.svc.cluster.local.:8080", want: "http://opsnow-mock.tools.svc.cluster.local.:8080"},
+		{name: "fully qualified entry, other spelling", entries: []string{"http://opsnow-mock.tools.svc.cluster.local.:8080"}, in: "HTTP://OPSNOW-MOCK.Tools.Svc.Cluster.Local.:8080/", want: "http://opsnow-mock.tools.svc.cluster.local.:8080"},
+		{name: "fully qualified entry, path", entries: []string{"http://opsnow-mock.tools.svc.cluster.local.:8080"}, in: "http://opsnow-mock.tools.svc.cluster.local.:8080/api", want: "http://opsnow-mock.tools.svc.cluster.local.:8080/api"},
+		{name: "fully qualified entry, relative name", entries: []string{"http://opsnow-mock.tools.svc.cluster.local.:8080"}, in: "http://opsnow-mock.tools.svc.cluster.local:8080", wantErr: endpoint.ErrNotAllowed},
+		{name: "fully qualified entry, short name", entries: []string{"http://opsnow-mock.tools.svc.cluster.local.:8080"}, in: "http://opsnow-mock.tools.svc:8080", wantErr: endpoint.ErrNotAllowed},
+		{name: "relative entry, fully qualified name", entries: []string{"http://opsnow-mock.tools.svc.cluster.local:8080"}, in: "http://opsnow-mock.tools.svc.cluster.local.:8080", wantErr: endpoint.ErrNotAllowed},
+		{name: "loopback with trailing dot", entries: local, in: "http://127.0.0.1.:8080", wantErr: endpoint.ErrInvalid},
 
 		{name: "empty allowlist", entries: nil, in: "https://api.opsnow.io", wantErr: endpoint.ErrNotAllowed},
 	}
@@ -266,7 +306,7 @@ func TestAllowNotAllowedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = a.Allow("HTTPS://Evil.Example.:443/x/")
-	want := "endpoint not allowed: https://evil.example/x is not in the operator's allowlist"
+	want := "endpoint not allowed: https://evil.example./x is not in the operator's allowlist"
 	if err == nil || err.Error() != want {
 		t.Errorf("got error %v, want %q", err, want)
 	}
@@ -345,6 +385,9 @@ func TestEntries(t *testing.T) {
 		"HTTPS://API.OPSNOW.IO:443/", // the default endpoint, spelt differently
 		"http://127.0.0.1:80",
 		"https://[0::1]:8443/api/",
+		"https://opsnow-mock.tools.svc.cluster.local.",
+		"HTTPS://OPSNOW-MOCK.TOOLS.SVC.CLUSTER.LOCAL.:443/",
+		"https://opsnow-mock.tools.svc.cluster.local", // another entry: not fully qualified
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +398,8 @@ func TestEntries(t *testing.T) {
 		"https://api.kr.opsnow360.io",
 		"http://127.0.0.1",
 		"https://[::1]:8443/api",
+		"https://opsnow-mock.tools.svc.cluster.local.",
+		"https://opsnow-mock.tools.svc.cluster.local",
 	}
 	got := a.Entries()
 	if !slices.Equal(got, want) {

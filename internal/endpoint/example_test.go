@@ -12,7 +12,7 @@ import (
 // token request.
 func ExampleAllowlist_Allow() {
 	entries := append(endpoint.BuiltIn(), endpoint.Default)
-	entries = append(entries, endpoint.ParseList(" http://opsnow-mock.test.svc:8080, ")...)
+	entries = append(entries, endpoint.ParseList(" http://opsnow-mock.test.svc.cluster.local.:8080, ")...)
 	allow, err := endpoint.NewAllowlist(entries...)
 	if err != nil {
 		fmt.Println(err)
@@ -21,7 +21,9 @@ func ExampleAllowlist_Allow() {
 
 	for _, spec := range []string{
 		"HTTPS://API.OpsNow.IO:443/",
-		"http://opsnow-mock.test.svc:8080",
+		"https://api.opsnow.io/other/service",
+		"http://opsnow-mock.test.svc.cluster.local.:8080/",
+		"http://opsnow-mock.test.svc.cluster.local:8080",
 		"http://api.opsnow.io",
 		"https://api.opsnow.io.evil.example",
 		"https://api.opsnow.io@evil.example",
@@ -38,7 +40,9 @@ func ExampleAllowlist_Allow() {
 	}
 	// Output:
 	// call: https://api.opsnow.io
-	// call: http://opsnow-mock.test.svc:8080
+	// refused: endpoint not allowed: https://api.opsnow.io/other/service is not in the operator's allowlist
+	// call: http://opsnow-mock.test.svc.cluster.local.:8080
+	// refused: endpoint not allowed: http://opsnow-mock.test.svc.cluster.local:8080 is not in the operator's allowlist
 	// refused: endpoint not allowed: http://api.opsnow.io is not in the operator's allowlist
 	// refused: endpoint not allowed: https://api.opsnow.io.evil.example is not in the operator's allowlist
 	// invalid: invalid endpoint: must not contain userinfo (@)
@@ -52,8 +56,8 @@ func ExampleNewAllowlist() {
 }
 
 func ExampleAllowlist_Entries() {
-	allow, _ := endpoint.NewAllowlist("https://api.opsnow.io", "HTTPS://api.opsnow.io.:443/", "http://127.0.0.1:80/")
+	allow, _ := endpoint.NewAllowlist("https://api.opsnow.io", "HTTPS://api.opsnow.io:443/", "http://127.0.0.1:80/", "https://Opsnow.Internal./")
 	fmt.Println(allow.Entries())
 	// Output:
-	// [https://api.opsnow.io http://127.0.0.1]
+	// [https://api.opsnow.io http://127.0.0.1 https://opsnow.internal.]
 }

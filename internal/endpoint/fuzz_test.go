@@ -68,26 +68,47 @@ var seeds = []string{
 	"https://h.example/api//v2",
 	"https://h.example",
 	"https://api.opsnow.io/0.",
+	"https://api.opsnow.io./",
+	"https://api.opsnow.io./x",
+	"HTTPS://API.OPSNOW.IO.:443/",
+	"https://api.opsnow.io/any/other/service",
+	"https://api.opsnow.io/platform/v2/identity/api-keys/token",
+	"https://api.opsnow360.io/x",
+	"https://api.kr.opsnow360.io/x/",
+	"http://opsnow-mock.tools.svc.cluster.local.:8080",
+	"http://opsnow-mock.tools.svc.cluster.local:8080",
+	"http://opsnow-mock.tools.svc.cluster.local.:8080/api",
+	"http://opsnow-mock.tools.svc:8080",
+	"http://127.0.0.1.:8080",
+	"http://localhost.",
+	"https://.",
+	"https://[::1].:8443",
 }
 
 // fuzzEntries is the allowlist FuzzAllow checks against: the built-ins plus
-// the shapes an admin may add (http, loopback, IPv6, a path prefix).
+// the shapes an admin may add (http, loopback, IPv6, a path prefix, a fully
+// qualified name, a built-in spelt again as the default endpoint).
 var fuzzEntries = append(endpoint.BuiltIn(),
+	"HTTPS://API.OPSNOW.IO:443/",
+	"https://api.opsnow360.io.",
 	"http://127.0.0.1:8080",
 	"https://[::1]:8443",
 	"https://h.example/api",
 	"http://localhost",
+	"http://opsnow-mock.tools.svc.cluster.local.:8080",
 )
 
 // origin is scheme, host and port as net/url sees them, brought to one
 // spelling. It is written independently of the package so that the fuzz
-// tests check the package against net/url rather than against itself.
+// tests check the package against net/url rather than against itself. A
+// trailing dot stays part of the host: the resolver treats host. and host
+// differently.
 type origin struct{ scheme, host, port string }
 
 func originOf(u *url.URL) origin {
 	o := origin{
 		scheme: strings.ToLower(u.Scheme),
-		host:   strings.TrimSuffix(strings.ToLower(u.Hostname()), "."),
+		host:   strings.ToLower(u.Hostname()),
 		port:   u.Port(),
 	}
 	if a, err := netip.ParseAddr(o.host); err == nil {
@@ -122,8 +143,13 @@ func checkCanonical(t *testing.T, s string) *url.URL {
 	if strings.HasSuffix(s, "/") {
 		t.Fatalf("%q: got a trailing slash", s)
 	}
-	if strings.HasSuffix(u.Hostname(), ".") || u.Hostname() != strings.ToLower(u.Hostname()) {
-		t.Fatalf("%q: got host %q, want it lowercase without a trailing dot", s, u.Hostname())
+	if h := u.Hostname(); strings.HasPrefix(h, ".") || strings.HasSuffix(h, "..") || h != strings.ToLower(h) {
+		t.Fatalf("%q: got host %q, want it lowercase with at most one trailing dot", s, h)
+	}
+	if h, ok := strings.CutSuffix(u.Hostname(), "."); ok {
+		if _, err := netip.ParseAddr(h); err == nil {
+			t.Fatalf("%q: got IP literal %q with a trailing dot, which a resolver reads as a name", s, u.Hostname())
+		}
 	}
 	if p := u.Path + "/"; strings.Contains(u.Path, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") || strings.ContainsAny(p, `%\`) {
 		t.Fatalf("%q: got path %q, want one without empty or dot segments, %% or \\", s, u.Path)
@@ -177,7 +203,21 @@ func FuzzAllow(f *testing.F) {
 	}
 	type entry struct {
 		origin
-		path string
+		path  string
+		exact bool // a built-in: only the base itself
+	}
+	// builtIn holds the built-in origins, with and without a trailing dot:
+	// both spellings reach the same OpsNow server.
+	builtIn := map[origin]bool{}
+	for _, s := range endpoint.BuiltIn() {
+		u, err := url.Parse(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		o := originOf(u)
+		builtIn[o] = true
+		o.host += "."
+		builtIn[o] = true
 	}
 	var entries []entry
 	hosts := map[string]bool{}
@@ -186,7 +226,8 @@ func FuzzAllow(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		e := entry{originOf(u), strings.TrimSuffix(u.Path, "/")}
+		e := entry{origin: originOf(u), path: strings.TrimSuffix(u.Path, "/")}
+		e.exact = builtIn[e.origin] && e.path == ""
 		entries = append(entries, e)
 		hosts[e.host] = true
 	}
@@ -219,13 +260,22 @@ func FuzzAllow(f *testing.F) {
 		}
 		matched := false
 		for _, e := range entries {
-			if e.origin == originOf(u) && (e.path == "" || u.Path == e.path || strings.HasPrefix(u.Path, e.path+"/")) {
+			if e.origin != originOf(u) {
+				continue
+			}
+			if u.Path == e.path || !e.exact && (e.path == "" || strings.HasPrefix(u.Path, e.path+"/")) {
 				matched = true
 				break
 			}
 		}
 		if !matched {
 			t.Fatalf("Allow(%q) = %q, which no entry of %q covers", in, got, fuzzEntries)
+		}
+		// fuzzEntries lists no path on a built-in host, so the base is the
+		// only URL allowed there and the client's token path the only one
+		// the key reaches.
+		if builtIn[originOf(u)] && u.Path != "" {
+			t.Fatalf("Allow(%q) = %q: got path %q on a built-in endpoint, want none", in, got, u.Path)
 		}
 		if again, err := a.Allow(got); err != nil || again != got {
 			t.Fatalf("Allow(%q) = %q, but Allow(%q) = %q, %v; want it unchanged", in, got, got, again, err)
