@@ -24,8 +24,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -73,6 +73,8 @@ type inputs struct {
 	// FailedInputs fingerprints the inputs of the last failed attempt, ""
 	// when unknown (none, or the manager restarted since).
 	FailedInputs string
+	// FailedReason is the reason of the last failed attempt, "" when unknown.
+	FailedReason string
 	// Woken is set when the endpoint recovered from an outage this token
 	// is waiting out: its retry need not wait for the backoff.
 	Woken bool
@@ -103,6 +105,7 @@ func (r *OpsnowTokenReconciler) gather(ctx context.Context, tok *authv1alpha1.Op
 		SecretName:   targetSecretName(tok.Spec.SecretName, tok.Name),
 		Pending:      mem.pending,
 		FailedInputs: mem.failedInputs,
+		FailedReason: mem.failedReason,
 		Woken:        r.recovery.isWoken(key),
 	}
 	in.Endpoint, in.EndpointErr = r.resolveEndpoint(tok.Spec.Endpoint)

@@ -36,6 +36,9 @@ type tokenMemory struct {
 	// failedInputs fingerprints the inputs of the last failed attempt
 	// (inputsFingerprint): a retry waits for its backoff unless they change.
 	failedInputs string
+	// failedReason is the Ready reason of the last failed attempt, which
+	// status does not show while the held token keeps Ready=True.
+	failedReason string
 	// pending is a token minted by an attempt whose Secret write failed:
 	// the retry writes it again instead of asking OpsNow for another.
 	pending *heldToken

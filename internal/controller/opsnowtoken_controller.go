@@ -357,9 +357,9 @@ func (r *OpsnowTokenReconciler) remember(in inputs, p plan, s summary) {
 	key := client.ObjectKeyFromObject(in.Token)
 	switch {
 	case s.Failure != nil:
-		r.memory.update(key, func(m *tokenMemory) { m.failedInputs = inputsFingerprint(in) })
+		r.memory.update(key, func(m *tokenMemory) { m.failedInputs, m.failedReason = inputsFingerprint(in), s.Failure.Reason })
 	case p.Action != actWait && s.Status.FailedAttempts == 0:
-		r.memory.update(key, func(m *tokenMemory) { m.failedInputs = "" })
+		r.memory.update(key, func(m *tokenMemory) { m.failedInputs, m.failedReason = "", "" })
 	}
 	if p.Action == actSuspend || p.Action == actStall {
 		r.limiter.Forget(key, r.clock.Now())

@@ -175,10 +175,11 @@ func summarize(in inputs, p plan, out outcome) summary {
 			markReady(st, gen, now, held)
 			s.WakeAt = earliest(p.At, held.ExpiresAt)
 		} else if c := apimeta.FindStatusCondition(st.Conditions, authv1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
-			// The held token expired while waiting to retry.
-			reason := authv1alpha1.ReasonUpstreamUnavailable
-			if r := apimeta.FindStatusCondition(st.Conditions, authv1alpha1.ConditionReconciling); r != nil {
-				reason = r.Reason
+			// The held token expired while waiting to retry: the last
+			// failure's reason is now Ready's.
+			reason := in.FailedReason
+			if reason == "" { // not known after a restart
+				reason = authv1alpha1.ReasonUpstreamUnavailable
 			}
 			retrying := trueCondition(authv1alpha1.ConditionReconciling, reason,
 				fmt.Sprintf("Retrying at %s", p.At.UTC().Format(time.RFC3339)))
