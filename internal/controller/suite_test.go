@@ -27,8 +27,10 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +49,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
@@ -60,10 +63,28 @@ import (
 // its own namespace with its own manager, token server and fake clock.
 var (
 	// testEnv is the control plane, kept for tests that provision users.
-	testEnv    *envtest.Environment
+	testEnv *envtest.Environment
+	// restConfig is the admin's; k8s, the tests' own client, uses it.
 	restConfig *rest.Config
 	k8s        client.Client
 	scheme     = runtime.NewScheme()
+
+	// managerConfig is the identity every harness manager runs as unless a
+	// test gives another: the manager's ServiceAccount, holding only the
+	// generated RBAC, under the admission guard (setUpManagerIdentity).
+	managerConfig *rest.Config
+	// guardPolicy is the admission guard's ValidatingAdmissionPolicy as
+	// installed, read from config/admission-guard.
+	guardPolicy *admissionregistrationv1.ValidatingAdmissionPolicy
+)
+
+// The manager's ServiceAccount as config/default names it (namespace and
+// namePrefix applied to config/rbac/service_account.yaml): the admission
+// guard of config/admission-guard matches this username.
+const (
+	managerNamespace      = "opsnow-token-operator-system"
+	managerServiceAccount = "opsnow-token-operator-controller-manager"
+	managerUsername       = "system:serviceaccount:" + managerNamespace + ":" + managerServiceAccount
 )
 
 // waitTimeout bounds every wait for the manager to act.
@@ -102,11 +123,126 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "create client: %v\n", err)
 		os.Exit(1)
 	}
+	if err := setUpManagerIdentity(context.Background()); err != nil {
+		fmt.Fprintf(os.Stderr, "run the manager as its ServiceAccount under the admission guard: %v\n", err)
+		_ = testEnv.Stop()
+		os.Exit(1)
+	}
 	code := m.Run()
 	if err := testEnv.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop envtest control plane: %v\n", err)
 	}
 	os.Exit(code)
+}
+
+// setUpManagerIdentity makes the manager's ServiceAccount the default
+// manager identity: a client-certificate user with its username and groups,
+// bound cluster-wide to the generated ClusterRole (config/rbac/role.yaml, as
+// config/rbac/role_binding.yaml binds it) and to the leader-election rules.
+// It then installs the admission guard from config/admission-guard and
+// waits until the API server enforces it on that identity.
+func setUpManagerIdentity(ctx context.Context) error {
+	user, err := testEnv.AddUser(envtest.User{
+		Name:   managerUsername,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace},
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("add user %s: %w", managerUsername, err)
+	}
+	managerConfig = user.Config()
+	// The manager's own client rate limits would only slow the tests.
+	managerConfig.QPS, managerConfig.Burst = 100, 200
+
+	var role rbacv1.ClusterRole
+	if err := readManifest(filepath.Join(configDir, "rbac", "role.yaml"), &role); err != nil {
+		return err
+	}
+	var leaderElection rbacv1.Role
+	if err := readManifest(filepath.Join(configDir, "rbac", "leader_election_role.yaml"), &leaderElection); err != nil {
+		return err
+	}
+	var binding admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	guardPolicy = &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	if err := readManifest(filepath.Join(configDir, "admission-guard", "policy.yaml"), guardPolicy); err != nil {
+		return err
+	}
+	if err := readManifest(filepath.Join(configDir, "admission-guard", "binding.yaml"), &binding); err != nil {
+		return err
+	}
+
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: managerNamespace, Name: managerServiceAccount}}
+	bind := func(name string, rules []rbacv1.PolicyRule) []client.Object {
+		return []client.Object{
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules},
+			&rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				Subjects:   subjects,
+			},
+		}
+	}
+	objects := bind("opsnow-token-operator-manager-role", role.Rules)
+	// Test only: the leader-election rules cluster-wide, because each test's
+	// Lease lives in its own namespace; installs grant them as a Role in the
+	// manager's namespace.
+	objects = append(objects, bind("opsnow-token-operator-leader-election-test", leaderElection.Rules)...)
+	probeNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "admission-guard-probe"}}
+	objects = append(objects, guardPolicy, &binding, probeNS)
+	for _, obj := range objects {
+		if err := k8s.Create(ctx, obj); err != nil {
+			return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+
+	// A new policy is enforced once the API server's informers have it: wait
+	// until the manager is denied a service-account-token Secret, by the guard.
+	asManager, err := client.New(managerConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	probe := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: probeNS.Name, Name: "probe", Annotations: map[string]string{
+			corev1.ServiceAccountNameKey: "default",
+		}},
+		Type: corev1.SecretTypeServiceAccountToken,
+	}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := asManager.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if ctx.Err() == nil {
+			last = err
+		}
+		return isGuardDenial(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the admission guard %s is not enforced on %s after 30s; last dry-run create of a "+
+			"service-account-token Secret: %v", guardPolicy.Name, managerUsername, last)
+	}
+	return nil
+}
+
+// readManifest decodes the single-object YAML file at path into obj,
+// rejecting fields obj's type does not have.
+func readManifest(path string, obj client.Object) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// isGuardDenial reports whether err is a denial by the admission guard.
+func isGuardDenial(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), guardDenialPrefix())
+}
+
+// guardDenialPrefix starts the API server's message for a request the
+// admission guard denies.
+func guardDenialPrefix() string {
+	return "ValidatingAdmissionPolicy '" + guardPolicy.Name + "'"
 }
 
 // requireControlPlane skips t when no control plane runs (KUBEBUILDER_ASSETS unset).
@@ -135,7 +271,8 @@ type harness struct {
 	url    string
 	logs   *localcluster.LogBuffer
 
-	// managerUser, when set, runs the manager as this identity instead of the admin.
+	// managerConfig, when set, runs the manager as this identity instead of
+	// the manager's ServiceAccount.
 	managerConfig *rest.Config
 	allowlist     []string
 	watchAll      bool
@@ -199,16 +336,42 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	for _, f := range h.beforeStart {
 		f(h)
 	}
+	if h.managerConfig == nil {
+		// Runs after stopManager (cleanups run last-in, first-out).
+		t.Cleanup(h.checkNothingDenied)
+	}
 	h.startManager()
 	t.Cleanup(h.stopManager)
 	return h
+}
+
+// checkNothingDenied fails the test when the API server denied the manager,
+// running as its ServiceAccount, a request: the generated RBAC and the
+// admission guard must allow everything the manager does.
+func (h *harness) checkNothingDenied() {
+	h.t.Helper()
+	var denials []string
+	for line := range strings.SplitSeq(h.logs.String(), "\n") {
+		// RBAC denials read `User "<name>" cannot <verb> resource ...`.
+		if strings.Contains(line, guardDenialPrefix()) ||
+			(strings.Contains(line, managerUsername) && strings.Contains(line, " cannot ")) {
+			denials = append(denials, line)
+		}
+	}
+	for i, line := range denials {
+		if i == 3 {
+			h.t.Errorf("... and %d more denials", len(denials)-i)
+			break
+		}
+		h.t.Errorf("the API server denied the manager a request: %s", line)
+	}
 }
 
 // startManager starts a manager wired as main.go wires it, watching the
 // test's namespace, against the test's token server and fake clock.
 func (h *harness) startManager() {
 	h.t.Helper()
-	cfg := restConfig
+	cfg := managerConfig
 	if h.managerConfig != nil {
 		cfg = h.managerConfig
 	}

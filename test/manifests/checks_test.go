@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ func checkDryRun(t *testing.T, r *rendering) {
 			t.Errorf("%s: %s/%s is not served by the API server: %v", describe(o), o.GetAPIVersion(), o.GetKind(), err)
 			continue
 		}
+		if mapping.Scope.Name() != apimeta.RESTScopeNameNamespace && o.GetNamespace() != "" {
+			// GitOps tools compare it with the live object, which has none.
+			t.Errorf("%s: cluster-scoped object with metadata.namespace %q", describe(o), o.GetNamespace())
+		}
 		if mapping.Scope.Name() == apimeta.RESTScopeNameNamespace {
 			if o.GetNamespace() == "" {
 				t.Errorf("%s: namespaced object without metadata.namespace (kubectl apply would put it in the "+
@@ -86,8 +91,9 @@ func checkDryRun(t *testing.T, r *rendering) {
 
 // checkReferences checks what the API server does not: bindings name roles
 // and ServiceAccounts of the rendering, the Deployment's ServiceAccount is
-// there, Services select the manager pods and target their ports, and
-// ServiceMonitors select a Service port.
+// there, Services select the manager pods and target their ports,
+// ServiceMonitors select a Service port, and the admission guard is bound
+// and names the manager's ServiceAccount.
 func checkReferences(t *testing.T, r *rendering) {
 	for _, b := range append(r.all("RoleBinding"), r.all("ClusterRoleBinding")...) {
 		kind, _, _ := unstructured.NestedString(b.Object, "roleRef", "kind")
@@ -150,6 +156,8 @@ func checkReferences(t *testing.T, r *rendering) {
 		checkServiceMonitor(t, r, m)
 	}
 
+	checkAdmissionGuard(t, r, deployments)
+
 	for _, p := range r.all("NetworkPolicy") {
 		selector, _, _ := unstructured.NestedStringMap(p.Object, "spec", "podSelector", "matchLabels")
 		if !slices.ContainsFunc(deployments, func(d *unstructured.Unstructured) bool {
@@ -159,6 +167,63 @@ func checkReferences(t *testing.T, r *rendering) {
 			t.Errorf("%s: podSelector %v matches no Deployment's pods", describe(p), selector)
 		}
 	}
+}
+
+// guardUsername matches the admission guard's condition on the manager's
+// ServiceAccount, capturing its namespace and name.
+var guardUsername = regexp.MustCompile(`^request\.userInfo\.username == 'system:serviceaccount:' \+\s+'([^']+)' \+ ':' \+ '([^']+)'$`)
+
+// checkAdmissionGuard checks that every ValidatingAdmissionPolicyBinding
+// names a policy of the rendering, and that the admission guard's policy is
+// bound and matches the username of the ServiceAccount the manager pods run
+// as: a stale name would leave the manager unguarded, silently.
+func checkAdmissionGuard(t *testing.T, r *rendering, deployments []*unstructured.Unstructured) {
+	bound := map[string]bool{}
+	for _, b := range r.all("ValidatingAdmissionPolicyBinding") {
+		policy, _, _ := unstructured.NestedString(b.Object, "spec", "policyName")
+		if r.find("ValidatingAdmissionPolicy", "", policy) == nil {
+			t.Errorf("%s: policyName %q is not in the rendering", describe(b), policy)
+		}
+		actions, _, _ := unstructured.NestedStringSlice(b.Object, "spec", "validationActions")
+		if slices.Contains(actions, "Deny") {
+			bound[policy] = true
+		}
+	}
+	for _, p := range r.all("ValidatingAdmissionPolicy") {
+		if !bound[p.GetName()] {
+			t.Errorf("%s: no binding with validationActions [Deny]", describe(p))
+		}
+		ns, sa := guardServiceAccount(t, p)
+		if ns == "" {
+			continue
+		}
+		if !slices.ContainsFunc(deployments, func(d *unstructured.Unstructured) bool {
+			return d.GetNamespace() == ns && toDeployment(t, d).Spec.Template.Spec.ServiceAccountName == sa
+		}) {
+			t.Errorf("%s: matches ServiceAccount %s/%s, which no manager Deployment runs as", describe(p), ns, sa)
+		}
+	}
+}
+
+// guardServiceAccount returns the namespace and name of the ServiceAccount
+// the admission guard p applies to, or "" when p is not the guard.
+func guardServiceAccount(t *testing.T, p *unstructured.Unstructured) (namespace, name string) {
+	t.Helper()
+	conditions, _, _ := unstructured.NestedSlice(p.Object, "spec", "matchConditions")
+	for _, c := range conditions {
+		c, _ := c.(map[string]any)
+		if c["name"] != "manager-service-account" {
+			continue
+		}
+		expr, _ := c["expression"].(string)
+		m := guardUsername.FindStringSubmatch(expr)
+		if m == nil {
+			t.Errorf("%s: condition manager-service-account %q does not have the form %s", describe(p), expr, guardUsername)
+			return "", ""
+		}
+		return m[1], m[2]
+	}
+	return "", ""
 }
 
 // checkServiceMonitor checks that m selects a Service of the rendering and

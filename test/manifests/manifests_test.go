@@ -55,6 +55,8 @@ func TestKustomizeDefault(t *testing.T) {
 		{"ClusterRole", "", "opsnow-token-operator-metrics-reader"},
 		{"Service", ns, "opsnow-token-operator-controller-manager-metrics-service"},
 		{"Deployment", ns, "opsnow-token-operator-controller-manager"},
+		{"ValidatingAdmissionPolicy", "", "opsnow-token-operator-secret-guard"},
+		{"ValidatingAdmissionPolicyBinding", "", "opsnow-token-operator-secret-guard"},
 	} {
 		if r.find(want.kind, want.namespace, want.name) == nil {
 			t.Errorf("%s: no %s %s", r.source, want.kind, strings.TrimPrefix(want.namespace+"/"+want.name, "/"))
@@ -111,6 +113,58 @@ func TestKustomizeOptionalParts(t *testing.T) {
 	}
 }
 
+// The admission guard follows config/default's namespace and namePrefix
+// (its replacements), and config/default builds without it when its
+// component line is commented out, as the comment there says.
+func TestKustomizeAdmissionGuard(t *testing.T) {
+	requireCluster(t)
+	edit := func(t *testing.T, replacements ...string) *rendering {
+		t.Helper()
+		config := filepath.Join(t.TempDir(), "config")
+		copyTree(t, filepath.Join(repoRoot, "config"), config)
+		path := filepath.Join(config, "default", "kustomization.yaml")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < len(replacements); i += 2 {
+			if bytes.Count(data, []byte(replacements[i])) != 1 {
+				t.Fatalf("config/default/kustomization.yaml has no line %q", replacements[i])
+			}
+			data = bytes.Replace(data, []byte(replacements[i]), []byte(replacements[i+1]), 1)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return kustomizeBuild(t, filepath.Join(config, "default"))
+	}
+
+	t.Run("another namespace and namePrefix", func(t *testing.T) {
+		r := edit(t,
+			"\nnamespace: opsnow-token-operator-system\n", "\nnamespace: tokens\n",
+			"\nnamePrefix: opsnow-token-operator-\n", "\nnamePrefix: tok-\n")
+		r.source = "kustomize build config/default with namespace tokens and namePrefix tok-"
+		checkRendering(t, r)
+		policy := r.find("ValidatingAdmissionPolicy", "", "tok-secret-guard")
+		if policy == nil {
+			t.Fatalf("%s: no ValidatingAdmissionPolicy tok-secret-guard", r.source)
+		}
+		if ns, sa := guardServiceAccount(t, policy); ns != "tokens" || sa != "tok-controller-manager" {
+			t.Errorf("%s: the guard matches ServiceAccount %s/%s, want tokens/tok-controller-manager", r.source, ns, sa)
+		}
+	})
+	t.Run("component commented out", func(t *testing.T) {
+		r := edit(t, "\n- ../admission-guard\n", "\n#- ../admission-guard\n")
+		r.source = "kustomize build config/default without ../admission-guard"
+		checkRendering(t, r)
+		for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+			for _, o := range r.all(kind) {
+				t.Errorf("%s: unexpected %s", r.source, describe(o))
+			}
+		}
+	})
+}
+
 // The namespaced install (config/namespaced), when the overlay exists.
 func TestKustomizeNamespaced(t *testing.T) {
 	requireCluster(t)
@@ -138,6 +192,9 @@ func TestKustomizeNamespaced(t *testing.T) {
 			t.Errorf("%s: %s grants the manager's rules cluster-wide", r.source, describe(cr))
 		}
 	}
+	// Built on config/default, it keeps the admission guard.
+	r.one(t, "ValidatingAdmissionPolicy")
+	r.one(t, "ValidatingAdmissionPolicyBinding")
 }
 
 // chartCase is one set of chart values: a file of the chart's ci/ directory.
@@ -193,6 +250,11 @@ func checkChartDefaults(t *testing.T, r *rendering) {
 	if r.find("ClusterRole", "", "opsnow-token-operator-manager-role") == nil {
 		t.Errorf("%s: no manager ClusterRole", r.source)
 	}
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		if r.find(kind, "", "opsnow-token-operator-secret-guard") == nil {
+			t.Errorf("%s: no %s: the admission guard is on by default", r.source, kind)
+		}
+	}
 }
 
 func checkChartAllValues(t *testing.T, r *rendering) {
@@ -217,6 +279,9 @@ func checkChartAllValues(t *testing.T, r *rendering) {
 		}
 	}
 	r.one(t, "ServiceMonitor")
+	if ns, sa := guardServiceAccount(t, r.one(t, "ValidatingAdmissionPolicy")); ns != "opsnow-all" || sa != "tokens-opsnow-token-operator-controller-manager" {
+		t.Errorf("%s: the admission guard matches ServiceAccount %s/%s, want the release's", r.source, ns, sa)
+	}
 	rule := r.one(t, "PrometheusRule")
 	if !strings.Contains(toYAML(rule.Object["spec"]), "< 300 > 0") {
 		t.Errorf("%s: OpsnowTokenExpiringSoon ignores prometheusRule.expiringSoonSeconds: 300", r.source)
@@ -241,7 +306,8 @@ func checkChartAllValues(t *testing.T, r *rendering) {
 }
 
 func checkChartMinimal(t *testing.T, r *rendering) {
-	for _, kind := range []string{"Service", "ServiceMonitor", "PrometheusRule", "Role", "RoleBinding"} {
+	for _, kind := range []string{"Service", "ServiceMonitor", "PrometheusRule", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		for _, o := range r.all(kind) {
 			t.Errorf("%s: unexpected %s", r.source, describe(o))
 		}
@@ -308,6 +374,21 @@ func TestHelmChartMirrorsKustomize(t *testing.T) {
 			if g, w := bindingOf(got), bindingOf(want); g != w {
 				t.Errorf("chart: %s binds %s, want %s", describe(got), g, w)
 			}
+		}
+	}
+
+	// The same admission guard: the same policy and binding, but for the
+	// namespace of the manager's ServiceAccount.
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		want := k.one(t, kind)
+		got := h.find(kind, "", want.GetName())
+		if got == nil {
+			t.Errorf("chart: no %s %s, which config/default installs", kind, want.GetName())
+			continue
+		}
+		w := strings.ReplaceAll(toYAML(want.Object["spec"]), "'opsnow-token-operator-system'", "'opsnow-system'")
+		if g := toYAML(got.Object["spec"]); g != w {
+			t.Errorf("chart: spec of %s:\n%s\nwant that of config/default (namespace opsnow-system):\n%s", describe(got), g, w)
 		}
 	}
 
@@ -427,6 +508,7 @@ func TestHelmRejectsBadValues(t *testing.T) {
 		{[]string{"tokenRequestRate=-1"}, "/tokenRequestRate"},
 		{[]string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, "serviceMonitor.enabled needs metrics.enabled"},
 		{[]string{"serviceAccount.create=false"}, "serviceAccount.name is required"},
+		{[]string{"admissionGuard.enabled=yes"}, "/admissionGuard/enabled"},
 	} {
 		args := []string{"template", "x", chartDir}
 		for _, s := range c.set {
