@@ -54,6 +54,20 @@ test: manifests generate fmt vet envtest-assets kustomize helm ## Run all tests 
 	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
 		KUSTOMIZE="$(KUSTOMIZE)" HELM="$(HELM)" go test ./... -coverprofile cover.out -timeout 20m
 
+# FUZZTIME is how long each fuzz target runs under 'make fuzz'.
+FUZZTIME ?= 30s
+# FUZZ_PACKAGES are the packages whose fuzz targets 'make fuzz' runs.
+FUZZ_PACKAGES ?= ./internal/opsnow/ ./internal/endpoint/
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target of FUZZ_PACKAGES for FUZZTIME (default 30s), one after another.
+	@for pkg in $(FUZZ_PACKAGES); do \
+		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg*_test.go | cut -c6-); do \
+			echo "go test -run '^\$$' -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
 .PHONY: verify
 verify: manifests generate ## Regenerate CRDs, RBAC and deepcopy code and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain -- api config internal)" ]; then \

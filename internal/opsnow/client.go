@@ -33,6 +33,18 @@ const (
 	// is the lifetime OpsNow documents for its access tokens.
 	DefaultLifetime = 3600 * time.Second
 
+	// DefaultMinLifetime is the shortest lifetime a Client accepts unless
+	// told otherwise (WithMinLifetime). A shorter one is ErrInvalidResponse,
+	// so that an upstream answering "expiresIn": 1 backs off like any other
+	// failure instead of driving a refresh loop.
+	DefaultMinLifetime = 10 * time.Second
+
+	// MaxLifetime is the longest lifetime planned for. A longer one (or a
+	// lifetime in milliseconds read as seconds) is planned as MaxLifetime:
+	// refreshing early costs one request, believing a wrong expiry leaves an
+	// expired token in the Secret.
+	MaxLifetime = 24 * time.Hour
+
 	userAgent = "opsnow-token-operator"
 
 	// maxBodyBytes bounds how much of a response is read: a token response
@@ -54,7 +66,9 @@ type Token struct {
 	// sending, not when the response arrives, errs on the side of an earlier
 	// expiry.
 	IssuedAt time.Time
-	// ExpiresAt is when the token expires, in UTC, truncated to the second.
+	// ExpiresAt is when the token expires, in UTC, truncated to the second:
+	// the earliest of the expiry the response states and the exp claim of a
+	// JWT, and at most MaxLifetime after IssuedAt.
 	ExpiresAt time.Time
 }
 
@@ -66,8 +80,9 @@ func (t Token) Lifetime() time.Duration {
 // Client exchanges API keys for access tokens. It holds no per-exchange state
 // and is safe for concurrent use.
 type Client struct {
-	httpClient *http.Client
-	clock      clock.PassiveClock
+	httpClient  *http.Client
+	clock       clock.PassiveClock
+	minLifetime time.Duration
 }
 
 // NewClient returns a Client that sends requests with httpClient and reads
@@ -86,7 +101,17 @@ func NewClient(httpClient *http.Client, clk clock.PassiveClock) *Client {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &Client{httpClient: httpClient, clock: clk}
+	return &Client{httpClient: httpClient, clock: clk, minLifetime: DefaultMinLifetime}
+}
+
+// WithMinLifetime returns a copy of c that refuses, as ErrInvalidResponse,
+// tokens whose lifetime is shorter than d. A d of zero or less turns the
+// check off (a token must still expire after it was issued); a d over
+// MaxLifetime counts as MaxLifetime, which no token would otherwise pass.
+func (c *Client) WithMinLifetime(d time.Duration) *Client {
+	cp := *c
+	cp.minLifetime = min(max(d, 0), MaxLifetime)
+	return &cp
 }
 
 // exchangeRequest is the body of the token request.
@@ -102,7 +127,7 @@ type exchangeRequest struct {
 func (c *Client) Exchange(ctx context.Context, endpoint, apiKey string) (Token, error) {
 	u, err := tokenURL(endpoint)
 	if err != nil {
-		return Token{}, &Error{Kind: ErrInvalidResponse, Detail: Sanitize(err.Error(), apiKey)}
+		return Token{}, (&Error{Kind: ErrInvalidResponse}).setDetail(err.Error(), apiKey)
 	}
 	target := origin(u) + u.EscapedPath()
 
@@ -112,7 +137,7 @@ func (c *Client) Exchange(ctx context.Context, endpoint, apiKey string) (Token, 
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(payload))
 	if err != nil {
-		return Token{}, &Error{Kind: ErrInvalidResponse, Detail: Sanitize("build request for "+target, apiKey)}
+		return Token{}, (&Error{Kind: ErrInvalidResponse}).setDetail("build request for "+target, apiKey)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -145,7 +170,7 @@ func (c *Client) Exchange(ctx context.Context, endpoint, apiKey string) (Token, 
 		return Token{}, &Error{Kind: ErrInvalidResponse, StatusCode: resp.StatusCode, Detail: "response body exceeds 1 MiB"}
 	}
 
-	tok, detail := parseToken(body, issuedAt)
+	tok, detail := parseToken(body, issuedAt, c.minLifetime)
 	if detail != "" {
 		// detail is one of parseToken's fixed messages: the body of a 2xx
 		// response may hold a token and is never quoted.
@@ -183,11 +208,15 @@ func closeBody(body io.ReadCloser) {
 	_ = body.Close()
 }
 
-// statusError classifies a non-2xx response.
+// statusError classifies a non-2xx response. Only a recognised message field
+// of the body is quoted, never the body itself: an error page or an echo of
+// the request may hold the key in a form no redaction anticipates.
 func (c *Client) statusError(resp *http.Response, body []byte, apiKey string) *Error {
 	code := resp.StatusCode
 	e := &Error{StatusCode: code}
-	msg := upstreamMessage(body)
+	// A token the body carries along with the error is as secret as the key.
+	secrets := newSecretSet(append(bodyCredentials(body), apiKey))
+	e.Detail = secrets.sanitize(upstreamMessage(body))
 	switch {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		e.Kind = ErrUnauthorized
@@ -199,44 +228,89 @@ func (c *Client) statusError(resp *http.Response, body []byte, apiKey string) *E
 	default:
 		e.Kind = ErrInvalidResponse
 		prefix := unexpectedStatusPrefix + strconv.Itoa(code)
-		if msg == "" {
+		if e.Detail == "" {
 			e.Detail = prefix
 		} else {
-			e.Detail = Sanitize(prefix+": "+msg, apiKey)
+			e.Detail = prefix + ": " + e.Detail
 		}
-		return e
 	}
-	e.Detail = Sanitize(msg, apiKey)
-	return e
+	return e.checkMessage(secrets)
 }
 
-// upstreamMessage picks the human-readable part of an error body: a
-// message field of a JSON error object when there is one, else the body.
+var (
+	// messageFields are the fields of a JSON error body meant to be read by
+	// people, in order of preference.
+	messageFields = []string{"message", "error_description", "errorMessage", "error_message", "error", "detail", "title", "msg", "description"}
+	// credentialFields are the fields of a JSON body whose values are
+	// credentials whatever they look like.
+	credentialFields = []string{"accessToken", "access_token", "token", "refreshToken", "refresh_token", "idToken", "id_token", "apiKey", "api_key"}
+)
+
+// upstreamMessage returns the message field of a JSON error body: at the top
+// level, else in a nested "error" object or the first entry of an "errors"
+// list. It returns "" when there is none.
 func upstreamMessage(body []byte) string {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) == nil {
-		if m := messageField(obj); m != "" {
+	var obj jsonObject
+	if json.Unmarshal(body, &obj) != nil || obj == nil {
+		return ""
+	}
+	if m := messageField(obj); m != "" {
+		return m
+	}
+	var nested jsonObject
+	if raw, ok := obj["error"]; ok && json.Unmarshal(raw, &nested) == nil {
+		if m := messageField(nested); m != "" {
 			return m
 		}
-		// A nested {"error": {"message": ...}} is common too.
-		var nested map[string]json.RawMessage
-		if raw, ok := obj["error"]; ok && json.Unmarshal(raw, &nested) == nil {
-			if m := messageField(nested); m != "" {
-				return m
-			}
+	}
+	var list []json.RawMessage
+	if raw, ok := obj["errors"]; ok && json.Unmarshal(raw, &list) == nil && len(list) > 0 {
+		var s string
+		if json.Unmarshal(list[0], &s) == nil && strings.TrimSpace(s) != "" {
+			return s
+		}
+		var first jsonObject
+		if json.Unmarshal(list[0], &first) == nil {
+			return messageField(first)
 		}
 	}
-	return string(body)
+	return ""
 }
 
-func messageField(obj map[string]json.RawMessage) string {
-	for _, key := range []string{"message", "error_description", "error", "detail", "title"} {
+func messageField(obj jsonObject) string {
+	for _, key := range messageFields {
 		var s string
 		if raw, ok := obj[key]; ok && json.Unmarshal(raw, &s) == nil && strings.TrimSpace(s) != "" {
 			return s
 		}
 	}
 	return ""
+}
+
+// bodyCredentials returns the string values of the credential fields of a
+// JSON body, at the top level and in a "data" or "result" object.
+func bodyCredentials(body []byte) []string {
+	var top jsonObject
+	if json.Unmarshal(body, &top) != nil {
+		return nil
+	}
+	objects := []jsonObject{top}
+	for _, name := range containerFields {
+		var inner jsonObject
+		if raw, ok := top[name]; ok && json.Unmarshal(raw, &inner) == nil {
+			objects = append(objects, inner)
+		}
+	}
+	var creds []string
+	for _, obj := range objects {
+		for _, name := range credentialFields {
+			var s string
+			if raw, ok := obj[name]; ok && json.Unmarshal(raw, &s) == nil && s != "" {
+				creds = append(creds, s)
+			}
+		}
+	}
+	return creds
 }
 
 // parseRetryAfter reads a Retry-After header: delta-seconds or an HTTP-date,
@@ -280,14 +354,14 @@ func isDigits(s string) bool {
 func transportError(ctx context.Context, resp *http.Response, err error, target, apiKey string) *Error {
 	var re *redirectError
 	if errors.As(err, &re) {
-		e := &Error{Kind: ErrInvalidResponse, Detail: Sanitize(re.msg, apiKey)}
+		e := &Error{Kind: ErrInvalidResponse}
 		if resp != nil {
 			// net/http returns the redirect response, body already closed,
 			// together with the CheckRedirect error.
 			e.StatusCode = resp.StatusCode
 			_ = resp.Body.Close()
 		}
-		return e
+		return e.setDetail(re.msg, apiKey)
 	}
 	return networkError(ctx, err, "POST "+target, apiKey)
 }
@@ -296,7 +370,7 @@ func transportError(ctx context.Context, resp *http.Response, err error, target,
 // with a short cause. The raw *url.Error text is not used: it repeats the
 // full request URL and wraps several layers of detail nobody acts on.
 func networkError(ctx context.Context, err error, what, apiKey string) *Error {
-	return &Error{Kind: ErrUnavailable, Detail: Sanitize(what+": "+networkCause(ctx, err), apiKey)}
+	return (&Error{Kind: ErrUnavailable}).setDetail(what+": "+networkCause(ctx, err), apiKey)
 }
 
 func networkCause(ctx context.Context, err error) string {

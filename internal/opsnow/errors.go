@@ -20,8 +20,10 @@ var (
 	ErrUnavailable = errors.New("upstream unavailable")
 
 	// ErrInvalidResponse means OpsNow answered, but not with something usable:
-	// a 2xx body without a valid token or expiry, a body over the size limit,
-	// a refused redirect or an unexpected HTTP status such as 400 or 404.
+	// a 2xx body without a valid token or expiry, a token that is not 1 to
+	// 16 KiB of RFC 6750 b64token characters, a lifetime shorter than the
+	// minimum, a body over the size limit, a refused redirect or an
+	// unexpected HTTP status such as 400 or 404.
 	ErrInvalidResponse = errors.New("invalid response")
 )
 
@@ -69,6 +71,23 @@ func (e *Error) Error() string {
 		b.WriteString(")")
 	}
 	return b.String()
+}
+
+// setDetail sets Detail to detail sanitized with secrets.
+func (e *Error) setDetail(detail string, secrets ...string) *Error {
+	set := newSecretSet(secrets)
+	e.Detail = set.sanitize(detail)
+	return e.checkMessage(set)
+}
+
+// checkMessage leaves Detail out when the whole message would still show a
+// secret: the fixed text around a sanitized detail ("HTTP 401: ") can
+// complete a run of a secret that the detail begins or ends with.
+func (e *Error) checkMessage(secrets secretSet) *Error {
+	if e.Detail != "" && secrets.leaks(e.Error()) {
+		e.Detail = ""
+	}
+	return e
 }
 
 // Unwrap returns Kind so that errors.Is(err, ErrUnavailable) and friends work.

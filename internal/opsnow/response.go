@@ -3,6 +3,7 @@ package opsnow
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"regexp"
 	"strconv"
@@ -12,10 +13,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// maxLifetime is the longest lifetime believed. A longer one is a unit
-// mix-up (milliseconds read as seconds) or garbage, and trusting it would
-// keep an expired token in the Secret for years.
-const maxLifetime = 10 * 365 * 24 * time.Hour
+// maxTokenBytes bounds an access token. Real ones are a few KiB at most,
+// and every consumer sends it in an HTTP header.
+const maxTokenBytes = 16 << 10
 
 // unixMillisThreshold tells Unix milliseconds from Unix seconds: as seconds
 // it is the year 33658, as milliseconds September 2001.
@@ -39,10 +39,11 @@ var (
 // needed, and numbers keep their exact text.
 type jsonObject map[string]json.RawMessage
 
-// parseToken extracts the token and its expiry from a 2xx body. On failure
-// it returns a fixed description that never quotes the body, which may hold
-// a token.
-func parseToken(body []byte, issuedAt time.Time) (Token, string) {
+// parseToken extracts the token and its expiry from a 2xx body and checks
+// them: the token against RFC 6750, the lifetime against minLifetime (0 for
+// none). A lifetime over MaxLifetime is cut to it. On failure it returns a
+// fixed description that never quotes the body, which may hold a token.
+func parseToken(body []byte, issuedAt time.Time, minLifetime time.Duration) (Token, string) {
 	var top jsonObject
 	if err := json.Unmarshal(body, &top); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -68,11 +69,18 @@ func parseToken(body []byte, issuedAt time.Time) (Token, string) {
 	if detail != "" {
 		return Token{}, detail
 	}
+	lifetime := expiresAt.Sub(issuedAt)
+	if lifetime > MaxLifetime {
+		expiresAt = issuedAt.Add(MaxLifetime)
+	}
 	// Status stores seconds. Rounding down means we never believe a token
 	// lives longer than it does.
 	expiresAt = expiresAt.UTC().Truncate(time.Second)
 	if !expiresAt.After(issuedAt) {
 		return Token{}, "token expires before it was issued"
+	}
+	if lifetime < minLifetime {
+		return Token{}, fmt.Sprintf("lifetime %s is shorter than the minimum %s", lifetime.Round(time.Millisecond), minLifetime)
 	}
 	return Token{AccessToken: access, IssuedAt: issuedAt, ExpiresAt: expiresAt}, ""
 }
@@ -101,6 +109,9 @@ func findToken(top jsonObject) (jsonObject, string, string) {
 			if strings.TrimSpace(s) == "" {
 				return nil, "", "access token field " + name + " is empty"
 			}
+			if detail := checkToken(name, s); detail != "" {
+				return nil, "", detail
+			}
 			if i == 0 {
 				return nil, s, ""
 			}
@@ -110,10 +121,71 @@ func findToken(top jsonObject) (jsonObject, string, string) {
 	return nil, "", "no access token in response (expected accessToken, access_token or token)"
 }
 
+// checkToken enforces what an access token may hold. Every consumer sends
+// it in an HTTP header ("Authorization: Bearer $(cat token)"), so CR, LF or
+// NUL would inject headers: only RFC 6750 b64token characters pass, and no
+// more than maxTokenBytes of them.
+func checkToken(field, token string) string {
+	if len(token) > maxTokenBytes {
+		return "access token field " + field + " is longer than 16384 bytes"
+	}
+	if !isB64Token(token) {
+		return "access token field " + field + " has characters outside the RFC 6750 b64token set"
+	}
+	return ""
+}
+
+// isB64Token reports whether s matches RFC 6750's
+// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	i := 0
+	for i < len(s) && isB64TokenChar(s[i]) {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	for i < len(s) && s[i] == '=' {
+		i++
+	}
+	return i == len(s)
+}
+
+func isB64TokenChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/", c) >= 0
+}
+
 // findExpiry returns when the token expires. Lifetime fields are read from
-// objects in order (the object holding the token, then the top level), then
-// from the token's own exp claim; without any, DefaultLifetime applies.
+// objects in order (the object holding the token, then the top level);
+// without any, the exp claim of a JWT, else DefaultLifetime. An exp claim
+// earlier than the body's expiry wins: the token is useless after it,
+// whatever the body says.
 func findExpiry(objects []jsonObject, access string, issuedAt time.Time) (time.Time, string) {
+	expiresAt, detail := bodyExpiry(objects, issuedAt)
+	if detail != "" {
+		return time.Time{}, detail
+	}
+	exp, isJWT, err := jwtExpiry(access)
+	if err != nil {
+		return time.Time{}, "JWT exp claim is not a NumericDate"
+	}
+	if isJWT && !exp.IsZero() {
+		if !exp.After(issuedAt) {
+			return time.Time{}, "JWT exp claim is not after the time of the request"
+		}
+		if expiresAt.IsZero() || exp.Before(expiresAt) {
+			expiresAt = exp
+		}
+	}
+	if expiresAt.IsZero() {
+		expiresAt = issuedAt.Add(DefaultLifetime)
+	}
+	return expiresAt, ""
+}
+
+// bodyExpiry returns the expiry the body states, or the zero time when it
+// states none.
+func bodyExpiry(objects []jsonObject, issuedAt time.Time) (time.Time, string) {
 	for _, obj := range objects {
 		if name, raw, ok := firstField(obj, expiresInFields); ok {
 			secs, ok := parseNumber(raw)
@@ -123,8 +195,11 @@ func findExpiry(objects []jsonObject, access string, issuedAt time.Time) (time.T
 			if secs <= 0 {
 				return time.Time{}, name + " is not positive"
 			}
-			if secs > maxLifetime.Seconds() {
-				return time.Time{}, name + " is longer than 10 years"
+			// Seconds, as the field says: a lifetime in milliseconds is not
+			// guessed at but capped like any other over MaxLifetime. Capping
+			// here also keeps the conversion below from overflowing.
+			if secs > MaxLifetime.Seconds() {
+				return issuedAt.Add(MaxLifetime), ""
 			}
 			return issuedAt.Add(time.Duration(secs * float64(time.Second))), ""
 		}
@@ -133,28 +208,13 @@ func findExpiry(objects []jsonObject, access string, issuedAt time.Time) (time.T
 			if !ok {
 				return time.Time{}, name + " is not an RFC 3339 time or a Unix timestamp"
 			}
-			return checkExpiry(name, t, issuedAt)
+			if !t.After(issuedAt) {
+				return time.Time{}, name + " is not after the time of the request"
+			}
+			return t, ""
 		}
 	}
-	exp, isJWT, err := jwtExpiry(access)
-	if err != nil {
-		return time.Time{}, "JWT exp claim is not a NumericDate"
-	}
-	if isJWT && !exp.IsZero() {
-		return checkExpiry("JWT exp claim", exp, issuedAt)
-	}
-	return issuedAt.Add(DefaultLifetime), ""
-}
-
-// checkExpiry validates an absolute expiry against issuedAt.
-func checkExpiry(name string, t, issuedAt time.Time) (time.Time, string) {
-	if !t.After(issuedAt) {
-		return time.Time{}, name + " is not after the time of the request"
-	}
-	if t.Sub(issuedAt) > maxLifetime {
-		return time.Time{}, name + " is more than 10 years ahead"
-	}
-	return t, ""
+	return time.Time{}, ""
 }
 
 // firstField returns the first of names present in obj with a non-null
@@ -207,9 +267,8 @@ func parseTimestamp(raw json.RawMessage) (time.Time, bool) {
 	}
 	if v > unixMillisThreshold {
 		if v > unixMillisThreshold*1000 {
-			// Microseconds or garbage; as milliseconds it is the year 33658+,
-			// which checkExpiry would refuse anyway. Refuse before int64
-			// conversion can overflow.
+			// Microseconds or garbage; as milliseconds it is the year
+			// 33658+. Refuse before int64 conversion can overflow.
 			return time.Time{}, false
 		}
 		return time.UnixMilli(int64(v)), true

@@ -2,7 +2,6 @@ package opsnow
 
 import (
 	"regexp"
-	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -15,9 +14,9 @@ const (
 	// upstream error page cannot bloat status, events or logs.
 	maxSanitizedBytes = 200
 	ellipsis          = "…"
-	// maxScanBytes bounds the text the regular expressions scan. The result
-	// keeps 200 bytes, and scanning a whole 1 MiB error page would cost
-	// hundreds of milliseconds of CPU per failed exchange during an outage.
+	// maxScanBytes bounds the text that is read. The result keeps 200 bytes,
+	// and scanning a whole 1 MiB error page would cost hundreds of
+	// milliseconds of CPU per failed exchange during an outage.
 	maxScanBytes = 4 << 10
 	// maxPathPiece is the longest segment a URL path may have and still be
 	// recognised as a path rather than a credential that happens to hold '/'.
@@ -32,42 +31,46 @@ var (
 	// other dotted triple whose parts are all long enough to be opaque.
 	jwtPattern = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}`)
 	// longRunPattern matches runs of characters used by base64, base64url and
-	// hex encodings, which is what API keys, tokens and signatures look like.
-	// longRunPattern finds runs of base64/hex-like characters long enough
-	// (32) to be a credential.
+	// hex encodings, long enough (32) to be a credential: that is what API
+	// keys, tokens and signatures look like.
 	longRunPattern = regexp.MustCompile(`[A-Za-z0-9+/=_-]{32,}`)
 )
 
 // Sanitize makes s safe to show to users: in logs, events, status and error
 // messages. It
 //
+//   - replaces each non-empty secret with [REDACTED] wherever s shows it: as
+//     written, JSON-escaped (\/, \u00XX), URL-encoded (%XX, '+' for a
+//     space), HTML-escaped (&amp;, &#x2F;, &#47;, &sol;, ...), nested
+//     encodings of those, and base64 (standard and URL alphabets, any
+//     alignment, padded or not) or hex encoded; secrets of 8 bytes or more
+//     also wherever s shares a run of 8 bytes or more with them, so that a
+//     split, cut or already normalised echo is caught too. This happens
+//     before anything else, on s as given;
 //   - drops invalid UTF-8, control and other non-printable characters (bidi
 //     overrides included) and collapses whitespace to single spaces,
-//   - replaces every occurrence of each non-empty secret with [REDACTED],
 //   - replaces anything that looks like a credential with [REDACTED]: JWTs and
 //     runs of 32 or more base64/hex characters that contain a digit,
 //   - truncates the result to 200 bytes on a UTF-8 boundary, adding "…".
 //
-// Only the first 4 KiB of the normalised text are scanned for credentials;
-// a word or secret split by that cut is dropped rather than shown in part.
+// Only the first 4 KiB of s are read; a word or secret split by that cut is
+// dropped rather than shown in part.
 //
-// The result is valid UTF-8, at most 203 bytes long, and never contains any
-// of the secrets: if redaction and normalisation together would still
-// produce one (the marker or the ellipsis completing a crafted fragment),
-// Sanitize returns only the marker, or nothing.
+// The result is valid UTF-8, at most 203 bytes long, and shows none of the
+// secrets in any of those forms: if redaction and normalisation together
+// would still show one (the marker or the ellipsis completing a crafted
+// fragment), Sanitize returns only the marker, or nothing.
 func Sanitize(s string, secrets ...string) string {
-	needles := secretNeedles(secrets)
+	return newSecretSet(secrets).sanitize(s)
+}
 
-	// Normalising a little past the scan limit is enough to know whether
-	// there is more, without copying a whole 1 MiB body.
-	out := normalizeText(s, maxScanBytes+utf8.UTFMax)
-	cut := len(out) > maxScanBytes
+func (set secretSet) sanitize(s string) string {
+	cut := len(s) > maxScanBytes
 	if cut {
-		out = cutForScan(out, needles)
+		s = cutForScan(s, set)
 	}
-	for _, n := range needles {
-		out = redactSecret(out, n)
-	}
+	s = set.redact(s)
+	out := normalizeText(s, len(s))
 	out = jwtPattern.ReplaceAllLiteralString(out, redacted)
 	out = longRunPattern.ReplaceAllStringFunc(out, func(run string) string {
 		if looksLikeCredential(run) {
@@ -83,11 +86,11 @@ func Sanitize(s string, secrets ...string) string {
 		out = truncateUTF8(out, maxSanitizedBytes)
 	}
 
-	// Replacement is a single left-to-right pass, so overlapping occurrences
-	// or a secret that is a fragment of the marker can survive it. Verify
-	// instead of reasoning about every such case.
-	if containsAny(out, needles) {
-		if containsAny(redacted, needles) {
+	// Redaction works on s as given, and normalisation, the marker and the
+	// ellipsis can still join fragments into a secret. Verify instead of
+	// reasoning about every such case.
+	if set.leaks(out) {
+		if set.leaks(redacted) {
 			return ""
 		}
 		return redacted
@@ -95,40 +98,26 @@ func Sanitize(s string, secrets ...string) string {
 	return out
 }
 
-// secretNeedles returns the strings to redact for secrets: each secret as
-// given and in normalised form (the text is normalised before redaction, so
-// a secret with a newline appears there with a space), longest first so that
-// a secret containing another is redacted whole.
-func secretNeedles(secrets []string) []string {
-	needles := make([]string, 0, 2*len(secrets))
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		needles = append(needles, s)
-		if n := normalizeText(s, len(s)); n != "" && n != s {
-			needles = append(needles, n)
-		}
-	}
-	sort.SliceStable(needles, func(i, j int) bool { return len(needles[i]) > len(needles[j]) })
-	return needles
-}
-
-// cutForScan shortens normalised text to at most maxScanBytes. Whatever the
-// cut may have split is dropped as well, because redaction would no longer
-// recognise it: a trailing run of credential characters (part of a token or
-// key) and a trailing fragment that begins any of the secrets.
-func cutForScan(s string, needles []string) string {
+// cutForScan shortens s to at most maxScanBytes. Whatever the cut may have
+// split is dropped as well, because redaction would no longer recognise it:
+// a trailing run of credential characters or escape sequences (part of a
+// token or key) and a trailing fragment, too short to be redacted as a
+// shared run, that begins any of the secrets.
+func cutForScan(s string, set secretSet) string {
 	end := maxScanBytes
-	for end > 0 && !utf8.RuneStart(s[end]) {
+	for n := 0; n < utf8.UTFMax-1 && end > 0 && !utf8.RuneStart(s[end]); n++ {
 		end--
 	}
 	s = s[:end]
 	for {
 		before := len(s)
-		s = strings.TrimRightFunc(s, isCredentialChar)
-		for _, n := range needles {
-			s = trimSecretStart(s, n)
+		s = strings.TrimRightFunc(s, func(r rune) bool {
+			return isCredentialChar(r) || strings.ContainsRune(`%\&#;`, r)
+		})
+		for _, list := range [][]string{set.runs, set.whole} {
+			for _, n := range list {
+				s = trimSecretStart(s, n)
+			}
 		}
 		if len(s) == before {
 			return s
@@ -136,39 +125,11 @@ func cutForScan(s string, needles []string) string {
 	}
 }
 
-// redactSecret replaces every occurrence of secret in the valid UTF-8 text s
-// with the marker. A secret that is not valid UTF-8 itself (an API key is
-// arbitrary bytes) can match part of a character; the whole character goes
-// then, so that the result stays valid UTF-8.
-func redactSecret(s, secret string) string {
-	i := strings.Index(s, secret)
-	if i < 0 {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i >= 0 {
-		start, end := i, i+len(secret)
-		for start > 0 && !utf8.RuneStart(s[start]) {
-			start--
-		}
-		for end < len(s) && !utf8.RuneStart(s[end]) {
-			end++
-		}
-		b.WriteString(s[:start])
-		b.WriteString(redacted)
-		s = s[end:]
-		i = strings.Index(s, secret)
-	}
-	b.WriteString(s)
-	return b.String()
-}
-
 // trimSecretStart removes the longest suffix of s that is a proper prefix of
-// secret, together with the rest of a character it starts inside. The work is
-// bounded by len(s)², and s is at most maxScanBytes.
+// secret and shorter than minSharedRun (a longer one is redacted as a
+// shared run), together with the rest of a character it starts inside.
 func trimSecretStart(s, secret string) string {
-	for p := max(0, len(s)-len(secret)+1); p < len(s); p++ {
+	for p := max(0, len(s)-min(len(secret)-1, minSharedRun-1)); p < len(s); p++ {
 		if strings.HasPrefix(secret, s[p:]) {
 			for p > 0 && !utf8.RuneStart(s[p]) {
 				p--
@@ -183,15 +144,6 @@ func trimSecretStart(s, secret string) string {
 // hex encoded credential.
 func isCredentialChar(r rune) bool {
 	return r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("+/=_-.", r))
-}
-
-func containsAny(s string, needles []string) bool {
-	for _, n := range needles {
-		if strings.Contains(s, n) {
-			return true
-		}
-	}
-	return false
 }
 
 // normalizeText drops invalid UTF-8 and non-printable characters and

@@ -2,6 +2,8 @@ package opsnow
 
 import (
 	"fmt"
+	"html"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode"
@@ -106,9 +108,15 @@ func checkSanitized(t *testing.T, out string, secrets ...string) {
 		if len(s) >= 4 && strings.Contains(out, s) {
 			t.Errorf("output %q: got secret %q in it, want it redacted", out, s)
 		}
+		if w := encodedLeak(out, s, ""); w != "" {
+			t.Errorf("output %q: got %q, a part of secret %q in some encoding, want it redacted", out, w, s)
+		}
 	}
 }
 
+// FuzzSanitize checks that a secret echoed in any of echoForms, anywhere in
+// a message, once or twice, shows in no output, in any encoding; and that
+// every output keeps the documented guarantees.
 func FuzzSanitize(f *testing.F) {
 	seeds := []struct{ prefix, secret, suffix string }{
 		{"invalid api key ", "ak-0f1e2d3c4b5a6978", ""},
@@ -125,16 +133,160 @@ func FuzzSanitize(f *testing.F) {
 		{"  ", "  a  b  ", "  "},
 		{"0", "\xe8\xa5", "\xa2"},
 		{"襢", "\xa5\xa2ab", "cd"},
+		{`{"apiKey":"`, "Zk3pQ8rT2vX6bN1mF6/hJ5sL9wE4yU7cP7+aB3dG", `"}`},
+		{"token ", "Xq7vLp2mR9sT4wYz8bNc\tK3dF6gH1jM5nP0qS2uV", "…"},
+		{"a%zz ", "pass phrase with/slash+plus 1", " &amp"},
+		{"&#", "%41&amp;\\u0041+/=~", "\\"},
 	}
-	for _, s := range seeds {
-		f.Add(s.prefix, s.secret, s.suffix)
+	for i, s := range seeds {
+		for form := range echoForms {
+			f.Add(s.prefix, s.secret, s.suffix, uint8(form+len(echoForms)*(i%3)))
+		}
 	}
-	f.Fuzz(func(t *testing.T, prefix, secret, suffix string) {
-		in := prefix + secret + suffix
+	f.Fuzz(func(t *testing.T, prefix, secret, suffix string, form uint8) {
+		ef := echoForms[int(form)%len(echoForms)]
+		in := prefix + ef.encode(secret, int(form)/len(echoForms)) + suffix
 		checkSanitized(t, Sanitize(in, secret), secret)
-		// A message that merely mentions the secret twice, or not at all,
-		// must also come out clean.
+		// A message that mentions the secret twice, or not at all, or next
+		// to another secret, must also come out clean.
 		checkSanitized(t, Sanitize(in+in, secret), secret)
 		checkSanitized(t, Sanitize(prefix+suffix, secret), secret)
+		checkSanitized(t, Sanitize(in, prefix, secret), secret, prefix)
+		checkDecoders(t, in)
 	})
+}
+
+// checkDecoders asserts that the redactor's decoders read s as the standard
+// library does, wherever the standard library reads it at all: a secret is
+// then found in every form a reader of the message could decode.
+func checkDecoders(t *testing.T, s string) {
+	t.Helper()
+	decoded := func(kinds int) string {
+		v, _ := decodeView(renderings(s)[0], kinds)
+		return string(v.text)
+	}
+	if got, want := decoded(decodeHTML), html.UnescapeString(s); got != want {
+		t.Errorf("HTML-decoding %q: got %q, want %q as package html", s, got, want)
+	}
+	if want, err := url.PathUnescape(s); err == nil {
+		if got := decoded(decodeURL); got != want {
+			t.Errorf("URL-decoding %q: got %q, want %q as url.PathUnescape", s, got, want)
+		}
+	}
+	if want, err := url.QueryUnescape(s); err == nil {
+		if got := decoded(decodeURL | decodePlus); got != want {
+			t.Errorf("URL-decoding %q with '+': got %q, want %q as url.QueryUnescape", s, got, want)
+		}
+	}
+	// encoding/json replaces invalid UTF-8, which the redactor keeps.
+	if utf8.ValidString(s) {
+		if got, want := decoded(decodeJSON), jsonUnescape(s); got != want {
+			t.Errorf("JSON-decoding %q: got %q, want %q as encoding/json", s, got, want)
+		}
+	}
+}
+
+// The controller passes the token it holds. A message may quote it already
+// normalised or cut (by an earlier Sanitize, or by the upstream), which an
+// exact match misses; every run of 8 bytes or more it shares with the token
+// is redacted.
+func TestSanitizeHeldToken(t *testing.T) {
+	const (
+		tabbed     = "Xq7vLp2mR9sT4wYz8bNc\tK3dF6gH1jM5nP0qS2uV"
+		zeroWidth  = "tokenpartone\u200btokenparttwo-abc"
+		shortToken = "abc1234"
+	)
+	long := strings.Repeat("qWeRtYuIoPaSdFgHjKlZ", 15)
+
+	tests := []struct {
+		name   string
+		in     string
+		secret string
+		want   string
+	}{
+		{name: "tab, message normalised and cut", in: "upstream said Xq7vLp2mR9sT4wYz8bNc K3dF6gH1jM5nP0q…", secret: tabbed, want: "upstream said [REDACTED]…"},
+		{name: "tab, message normalised", in: "upstream said Xq7vLp2mR9sT4wYz8bNc K3dF6gH1jM5nP0qS2uV", secret: tabbed, want: "upstream said [REDACTED]"},
+		{name: "tab, message quoting the tab", in: "upstream said \"Xq7vLp2mR9sT4wYz8bNc\tK3dF6gH1jM5nP0qS2uV\"", secret: tabbed, want: "upstream said \"[REDACTED]\""},
+		{name: "zero-width character, message cut", in: "previous token tokenpartonetokenpart… rejected", secret: zeroWidth, want: "previous token [REDACTED]… rejected"},
+		{name: "zero-width character kept in the message", in: "token tokenpartone\u200btokenparttwo-abc", secret: zeroWidth, want: "token [REDACTED]"},
+		{name: "long token cut at 200 bytes", in: "token " + long[:200] + "…", secret: long, want: "token [REDACTED]…"},
+		{name: "long token without its start", in: "…" + long[100:] + " expired", secret: long, want: "…[REDACTED] expired"},
+		{name: "8-byte run of the token", in: "id qWeRtYuI found", secret: long, want: "id [REDACTED] found"},
+		{name: "7-byte run kept", in: "id qWeRtYu found", secret: long, want: "id qWeRtYu found"},
+		{name: "short secret matched whole only", in: "abc123 abc1234 abc12345", secret: shortToken, want: "abc123 [REDACTED] [REDACTED]5"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Sanitize(tc.in, tc.secret)
+			if got != tc.want {
+				t.Errorf("Sanitize(%q, %q): got %q, want %q", abbreviate(tc.in), abbreviate(tc.secret), got, tc.want)
+			}
+			checkSanitized(t, got, tc.secret)
+		})
+	}
+}
+
+// A secret echoed in any common encoding is redacted as a whole, whatever
+// surrounds it.
+func TestSanitizeEncodedSecrets(t *testing.T) {
+	const key = "Zk3pQ8rT2vX6bN1mF6/hJ5sL9wE4yU7cP7+aB3dG"
+	spaced := "pass phrase with/slash+plus 1"
+	tests := []struct {
+		name   string
+		in     string
+		secret string
+		want   string
+	}{
+		{name: "JSON \\/", in: `key Zk3pQ8rT2vX6bN1mF6\/hJ5sL9wE4yU7cP7+aB3dG!`, secret: key, want: "key [REDACTED]!"},
+		{name: "JSON \\u00XX", in: `key Zk3pQ8rT2vX6bN1mF6\u002fhJ5sL9wE4yU7cP7\u002BaB3dG!`, secret: key, want: "key [REDACTED]!"},
+		{name: "JSON \\u00XX everywhere", in: "key " + echoForm(t, "JSON \\u00XX", key, 0) + "!", secret: key, want: "key [REDACTED]!"},
+		{name: "URL %XX", in: "key=Zk3pQ8rT2vX6bN1mF6%2FhJ5sL9wE4yU7cP7%2BaB3dG&x=1", secret: key, want: "key=[REDACTED]&x=1"},
+		{name: "URL %XX everywhere", in: "key=" + echoForm(t, "URL path-escaped", key, 0) + "&x=1", secret: key, want: "key=[REDACTED]&x=1"},
+		{name: "URL + for space", in: "q=" + url.QueryEscape(spaced) + "&x=1", secret: spaced, want: "q=[REDACTED]&x=1"},
+		{name: "URL-encoded twice", in: "key=" + url.QueryEscape(url.QueryEscape(key)), secret: key, want: "key=[REDACTED]"},
+		{name: "HTML &#x2F; and &#43;", in: "<b>Zk3pQ8rT2vX6bN1mF6&#x2F;hJ5sL9wE4yU7cP7&#43;aB3dG</b>", secret: key, want: "<b>[REDACTED]</b>"},
+		{name: "HTML &#47; and &plus;", in: "<b>Zk3pQ8rT2vX6bN1mF6&#47;hJ5sL9wE4yU7cP7&plus;aB3dG</b>", secret: key, want: "<b>[REDACTED]</b>"},
+		{name: "HTML &sol; and &amp;", in: "k Zk3pQ8rT2vX6bN1mF6&sol;hJ5sL9wE4yU7cP7+aB3dG &amp; more", secret: key, want: "k [REDACTED] &amp; more"},
+		{name: "HTML decimal everywhere", in: "k " + echoForm(t, "HTML decimal", key, 0), secret: key, want: "k [REDACTED]"},
+		{name: "HTML inside JSON", in: `k Zk3pQ8rT2vX6bN1mF6\u0026#47;hJ5sL9wE4yU7cP7+aB3dG`, secret: key, want: "k [REDACTED]"},
+		{name: "split in two", in: "starts Zk3pQ8rT2vX6bN1mF6 ends hJ5sL9wE4yU7cP7+aB3dG", secret: key, want: "starts [REDACTED] ends [REDACTED]"},
+		{name: "split by a zero-width space", in: "k Zk3pQ8rT2vX6bN1mF6/\u200bhJ5sL9wE4yU7cP7+aB3dG", secret: key, want: "k [REDACTED]"},
+		{name: "split by an encoded zero-width space", in: "k Zk3pQ8rT2vX6bN1mF6/%E2%80%8BhJ5sL9wE4yU7cP7+aB3dG", secret: key, want: "k [REDACTED]"},
+	}
+	for offset := range 3 {
+		for _, form := range []string{"base64", "base64url unpadded"} {
+			tests = append(tests, struct {
+				name   string
+				in     string
+				secret string
+				want   string
+			}{
+				name:   fmt.Sprintf("%s at offset %d", form, offset),
+				in:     "blob " + echoForm(t, form, key, offset) + " end",
+				secret: key,
+				want:   "blob [REDACTED] end",
+			})
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Sanitize(tc.in, tc.secret)
+			if got != tc.want {
+				t.Errorf("Sanitize(%q, %q): got %q, want %q", tc.in, tc.secret, got, tc.want)
+			}
+			checkSanitized(t, got, tc.secret)
+		})
+	}
+}
+
+// echoForm encodes s with the named form of echoForms.
+func echoForm(t *testing.T, name, s string, offset int) string {
+	t.Helper()
+	for _, f := range echoForms {
+		if f.name == name {
+			return f.encode(s, offset)
+		}
+	}
+	t.Fatalf("no echo form %q", name)
+	return ""
 }
