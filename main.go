@@ -62,6 +62,7 @@ type options struct {
 	allowedEndpoints        string
 	maxConcurrentReconciles int
 	tokenRequestRate        float64
+	minTokenLifetime        time.Duration
 	exchangeTimeout         string
 	watchNamespaces         string
 	apiKeySecretSelector    string
@@ -98,6 +99,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Timeout of one token request to OpsNow.")
 	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "",
 		"Comma-separated namespaces to watch; empty watches all namespaces.")
+	fs.DurationVar(&o.minTokenLifetime, "min-token-lifetime", opsnow.DefaultMinLifetime,
+		"Token lifetimes the upstream reports shorter than this are InvalidResponse and retried on the backoff, never refreshed in a loop.")
 	fs.StringVar(&o.apiKeySecretSelector, "api-key-secret-selector", "",
 		"Label selector API-key Secrets must match for their key to be sent (e.g. opsnow.io/api-key=true); empty allows any Opaque Secret.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
@@ -136,6 +139,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	}
 	if o.tokenRequestRate < 0 {
 		return nil, fmt.Errorf("--token-request-rate must not be negative, got %g", o.tokenRequestRate)
+	}
+	if o.minTokenLifetime <= 0 || o.minTokenLifetime > opsnow.MaxLifetime {
+		return nil, fmt.Errorf("--min-token-lifetime must be positive and at most %s, got %s", opsnow.MaxLifetime, o.minTokenLifetime)
 	}
 	selector, err := labels.Parse(o.apiKeySecretSelector)
 	if err != nil {
@@ -215,7 +221,7 @@ func run(o *options) error {
 
 	if _, err := controller.Setup(mgr, controller.Options{
 		Clock:                   clock.RealClock{},
-		Exchanger:               opsnow.NewClient(opsnow.NewHTTPClient(timeout), clock.RealClock{}),
+		Exchanger:               opsnow.NewClient(opsnow.NewHTTPClient(timeout), clock.RealClock{}).WithMinLifetime(o.minTokenLifetime),
 		Endpoints:               allowlist,
 		DefaultEndpoint:         defaultEndpoint,
 		TokenRequestRate:        o.tokenRequestRate,
@@ -234,7 +240,7 @@ func run(o *options) error {
 
 	setupLog.Info("Starting manager", "defaultEndpoint", defaultEndpoint, "allowedEndpoints", allowlist.Entries(),
 		"watchNamespaces", namespaces, "maxConcurrentReconciles", o.maxConcurrentReconciles,
-		"tokenRequestRate", o.tokenRequestRate, "apiKeySecretSelector", o.apiKeySelector.String())
+		"tokenRequestRate", o.tokenRequestRate, "minTokenLifetime", o.minTokenLifetime, "apiKeySecretSelector", o.apiKeySelector.String())
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}

@@ -31,9 +31,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,15 +68,19 @@ import (
 var configDir = filepath.Join("..", "..", "config")
 
 // TestSecretsNeverLeak drives one namespace through success, a manual
-// refresh, a 401 that echoes the API key, a 500 that quotes a JWT and the
-// issued tokens, a malformed response and two Secret conflicts, then scans
+// refresh, a 401 that echoes the API key, upstream errors that echo the key
+// and the held token encoded (JSON-escaped, URL-encoded, HTML-escaped,
+// base64, split), a 500 that quotes a JWT and the issued tokens, a malformed
+// response and two Secret conflicts, then scans
 // everything the operator writes outside the target Secret's data: the
 // manager's log (at debug level), the events, every OpsnowToken, the other
-// Secrets' metadata and the metrics. None may hold the API key or a token.
+// Secrets' metadata and the metrics. None may hold the API key or a token,
+// nor any 16 characters of one, in any of those encodings.
 func TestSecretsNeverLeak(t *testing.T) {
 	requireControlPlane(t)
 	h := newHarness(t)
-	apiKey := "opsnow-key-" + randomHex(t, 16)
+	// Characters that every encoding changes: '/', '+', '&', '='.
+	apiKey := "opsnow/key+" + randomHex(t, 12) + "&x=" + randomHex(t, 12)
 	h.server.SetAPIKeys(apiKey)
 	h.createAPIKeySecret("opsnow-api-key", apiKey)
 
@@ -97,6 +103,21 @@ func TestSecretsNeverLeak(t *testing.T) {
 	h.requestRefresh("billing", "r2")
 	h.waitRefreshHandled("billing", "r2", 1)
 
+	// Echoes of the key and of the held token in other encodings, with and
+	// without a message field: each is one more failed attempt.
+	held := issued[1]
+	failed := int32(1)
+	for i, body := range encodedEchoes(apiKey, held) {
+		// The scan below must recognise every echo, or it would prove nothing.
+		if !holdsAnyForm(body, leakForms(apiKey)) && !holdsAnyForm(body, leakForms(held)) {
+			t.Fatalf("echo %d is not recognised by the leak scan", i)
+		}
+		h.server.SetFault(&tokenserver.Fault{Status: []int{400, 401, 500}[i%3], Body: body})
+		failed++
+		h.requestRefresh("billing", fmt.Sprintf("echo-%d", i))
+		h.waitRefreshHandled("billing", fmt.Sprintf("echo-%d", i), failed)
+	}
+
 	// 500 whose body quotes a JWT, the old token and the one in the Secret.
 	jwt := fakeJWT(t)
 	h.server.SetFault(&tokenserver.Fault{Status: 500, Body: fmt.Sprintf(
@@ -104,14 +125,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 	h.createToken("unavailable", "opsnow-api-key")
 	h.waitReady("unavailable", metav1.ConditionFalse, authv1alpha1.ReasonUpstreamUnavailable)
 	h.requestRefresh("billing", "r3")
-	h.waitRefreshHandled("billing", "r3", 2)
+	h.waitRefreshHandled("billing", "r3", failed+1)
 
 	// A 200 whose JSON breaks off right after a token.
 	h.server.SetFault(&tokenserver.Fault{Status: 200, Body: `{"data":{"accessToken":"` + issued[1] + `","expiresIn":`})
 	h.createToken("garbled", "opsnow-api-key")
 	h.waitReady("garbled", metav1.ConditionFalse, authv1alpha1.ReasonInvalidResponse)
 	h.requestRefresh("billing", "r4")
-	h.waitRefreshHandled("billing", "r4", 3)
+	h.waitRefreshHandled("billing", "r4", failed+2)
 	h.server.SetFault(nil)
 
 	// Conflicts: a token aiming at another token's Secret, and one aiming at
@@ -330,6 +351,56 @@ func (h *harness) waitSecretToken(name, token string) {
 	})
 }
 
+// encodedEchoes are upstream error bodies that echo the key and the token in
+// the encodings a redactor looking for the raw value would miss.
+func encodedEchoes(key, token string) []string {
+	jsonEscaped := func(s string) string {
+		b, _ := json.Marshal(s) // marshalling a string cannot fail
+		return strings.ReplaceAll(strings.Trim(string(b), `"`), "/", `\/`)
+	}
+	half := len(key) / 2
+	return []string{
+		`{"apiKey":"` + jsonEscaped(key) + `"}`,
+		`{"message":"invalid key ` + url.QueryEscape(key) + `"}`,
+		`{"error":"invalid key ` + html.EscapeString(key) + `"}`,
+		`{"error_description":"invalid key ` + base64.StdEncoding.EncodeToString([]byte(key)) + `"}`,
+		`{"detail":"key ` + key[:half] + ` was split from ` + key[half:] + `"}`,
+		`{"message":"token ` + jsonEscaped(token) + ` revoked"}`,
+		`{"message":"token ` + url.PathEscape(token) + "	" + base64.RawURLEncoding.EncodeToString([]byte(token)) + `"}`,
+		key + " " + token,
+	}
+}
+
+// leakForms are the forms of a secret value the scan looks for: the raw
+// value and its encodings, each also by every 16-character window.
+func leakForms(value string) []string {
+	b, _ := json.Marshal(value) // marshalling a string cannot fail
+	encoded := []string{value, strings.Trim(string(b), `"`), strings.ReplaceAll(value, "/", `\/`),
+		url.QueryEscape(value), url.PathEscape(value), html.EscapeString(value),
+		base64.StdEncoding.EncodeToString([]byte(value)), base64.RawURLEncoding.EncodeToString([]byte(value))}
+	var forms []string
+	for _, e := range encoded {
+		if len(e) <= 16 {
+			forms = append(forms, e)
+			continue
+		}
+		for i := 0; i+16 <= len(e); i++ {
+			forms = append(forms, e[i:i+16])
+		}
+	}
+	return forms
+}
+
+// holdsAnyForm reports whether text contains one of forms.
+func holdsAnyForm(text string, forms []string) bool {
+	for _, f := range forms {
+		if strings.Contains(text, f) {
+			return true
+		}
+	}
+	return false
+}
+
 // scanForSecrets looks for every secret value in what the operator writes
 // besides the target Secrets' data: the manager's log, the namespace's
 // events of both APIs, every OpsnowToken in full, the metadata of every
@@ -340,10 +411,16 @@ func (h *harness) scanForSecrets(secrets map[string]string, ownData ...string) [
 	h.t.Helper()
 	ctx := context.Background()
 	var found []string
+	forms := map[string][]string{}
+	for name, value := range secrets {
+		if value != "" {
+			forms[name] = leakForms(value)
+		}
+	}
 	scan := func(where, text string) {
-		for name, value := range secrets {
-			if value != "" && strings.Contains(text, value) {
-				found = append(found, fmt.Sprintf("%s holds %s", where, name))
+		for name, fs := range forms {
+			if holdsAnyForm(text, fs) {
+				found = append(found, fmt.Sprintf("%s holds %s (or 16 characters of it, or an encoding)", where, name))
 			}
 		}
 	}

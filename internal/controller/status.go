@@ -19,7 +19,6 @@ package controller
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -256,9 +255,9 @@ func pendingToken(in inputs) string {
 }
 
 // classify turns the failure of any step into a refreshError with a Ready
-// reason, and takes the tokens the operator holds out of its message: the
-// OpsNow client redacts the API key and what looks like a credential, but
-// cannot know those.
+// reason, and takes the tokens the operator holds out of its message, in
+// every encoding: the OpsNow client redacts the API key and what looks like
+// a credential, but cannot know those.
 func classify(err error, tokens ...string) *refreshError {
 	var rerr *refreshError
 	var oerr *opsnow.Error
@@ -271,11 +270,7 @@ func classify(err error, tokens ...string) *refreshError {
 	default:
 		rerr = &refreshError{Reason: authv1alpha1.ReasonUpstreamUnavailable, Message: err.Error()}
 	}
-	for _, t := range tokens {
-		if t != "" {
-			rerr.Message = strings.ReplaceAll(rerr.Message, t, "[REDACTED]")
-		}
-	}
+	rerr.Message = opsnow.Sanitize(rerr.Message, tokens...)
 	return rerr
 }
 

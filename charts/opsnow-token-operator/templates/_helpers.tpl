@@ -111,6 +111,10 @@ manager's flag set by test/manifests.
 - --watch-namespaces={{ join "," . }}
 {{- end }}
 - --token-request-rate={{ .Values.tokenRequestRate }}
+- --min-token-lifetime={{ .Values.minTokenLifetime }}
+{{- with .Values.apiKeySecretSelector }}
+- --api-key-secret-selector={{ . }}
+{{- end }}
 - --max-concurrent-reconciles={{ int .Values.maxConcurrentReconciles }}
 - --zap-log-level={{ .Values.logLevel }}
 - --zap-encoder={{ .Values.logFormat }}
