@@ -338,18 +338,11 @@ func (r *OpsnowTokenReconciler) deleteOrphans(ctx context.Context, in inputs) ([
 // what to change), which never hold Secret data.
 func secretWriteError(verb, name string, err error) *refreshError {
 	return &refreshError{Reason: authv1alpha1.ReasonSecretWriteFailed,
-		Message: fmt.Sprintf("cannot %s Secret %q: %s", verb, name, truncate(err.Error(), maxMessageLength))}
+		Message: fmt.Sprintf("cannot %s Secret %q: %s", verb, name, err)}
 }
 
 // maxMessageLength bounds messages taken from the API server in status.
-const maxMessageLength = 512
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+const maxMessageLength = 1024
 
 // remember keeps what the next reconcile needs and status does not hold:
 // the inputs of a failed attempt, so that a change of them ends the backoff.

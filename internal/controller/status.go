@@ -270,7 +270,13 @@ func classify(err error, tokens ...string) *refreshError {
 	default:
 		rerr = &refreshError{Reason: authv1alpha1.ReasonUpstreamUnavailable, Message: err.Error()}
 	}
-	rerr.Message = opsnow.Sanitize(rerr.Message, tokens...)
+	if rerr.Reason == authv1alpha1.ReasonSecretWriteFailed {
+		// The API server's message (an admission policy's reason) is what
+		// the user acts on, and may run long.
+		rerr.Message = opsnow.SanitizeLimit(rerr.Message, maxMessageLength, tokens...)
+	} else {
+		rerr.Message = opsnow.Sanitize(rerr.Message, tokens...)
+	}
 	return rerr
 }
 

@@ -216,7 +216,7 @@ func (c *Client) statusError(resp *http.Response, body []byte, apiKey string) *E
 	e := &Error{StatusCode: code}
 	// A token the body carries along with the error is as secret as the key.
 	secrets := newSecretSet(append(bodyCredentials(body), apiKey))
-	e.Detail = secrets.sanitize(upstreamMessage(body))
+	e.Detail = secrets.sanitize(upstreamMessage(body), maxSanitizedBytes)
 	switch {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		e.Kind = ErrUnauthorized

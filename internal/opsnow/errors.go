@@ -76,7 +76,7 @@ func (e *Error) Error() string {
 // setDetail sets Detail to detail sanitized with secrets.
 func (e *Error) setDetail(detail string, secrets ...string) *Error {
 	set := newSecretSet(secrets)
-	e.Detail = set.sanitize(detail)
+	e.Detail = set.sanitize(detail, maxSanitizedBytes)
 	return e.checkMessage(set)
 }
 

@@ -61,10 +61,17 @@ var (
 // would still show one (the marker or the ellipsis completing a crafted
 // fragment), Sanitize returns only the marker, or nothing.
 func Sanitize(s string, secrets ...string) string {
-	return newSecretSet(secrets).sanitize(s)
+	return newSecretSet(secrets).sanitize(s, maxSanitizedBytes)
 }
 
-func (set secretSet) sanitize(s string) string {
+// SanitizeLimit is Sanitize with the result truncated to limit bytes (at
+// most 4 KiB) instead of 200: for messages whose end is what a user acts on,
+// such as an admission policy's reason for refusing a write.
+func SanitizeLimit(s string, limit int, secrets ...string) string {
+	return newSecretSet(secrets).sanitize(s, min(max(limit, 1), maxScanBytes))
+}
+
+func (set secretSet) sanitize(s string, limit int) string {
 	cut := len(s) > maxScanBytes
 	if cut {
 		s = cutForScan(s, set)
@@ -78,12 +85,12 @@ func (set secretSet) sanitize(s string) string {
 		}
 		return run
 	})
-	if cut && len(out) <= maxSanitizedBytes {
+	if cut && len(out) <= limit {
 		if out = strings.TrimRight(out, " "); out != "" {
 			out += ellipsis
 		}
 	} else {
-		out = truncateUTF8(out, maxSanitizedBytes)
+		out = truncateUTF8(out, limit)
 	}
 
 	// Redaction works on s as given, and normalisation, the marker and the

@@ -290,3 +290,23 @@ func echoForm(t *testing.T, name, s string, offset int) string {
 	t.Fatalf("no echo form %q", name)
 	return ""
 }
+
+// SanitizeLimit keeps the end of a long message (an admission policy's
+// reason) that Sanitize would cut, and redacts as Sanitize does.
+func TestSanitizeLimit(t *testing.T) {
+	secret := "tok-" + strings.Repeat("x9", 20)
+	msg := strings.Repeat("policy prefix ", 20) + "echoes " + secret + " and ends with the reason"
+	got := SanitizeLimit(msg, 1024, secret)
+	if !strings.HasSuffix(got, "the reason") {
+		t.Errorf("got %q, want the whole message kept", got)
+	}
+	if strings.Contains(got, secret[:16]) {
+		t.Errorf("got %q, want the secret redacted", got)
+	}
+	if short := Sanitize(msg, secret); strings.HasSuffix(short, "the reason") || len(short) > 203 {
+		t.Errorf("Sanitize: got %d bytes %q, want it cut at 200", len(short), short)
+	}
+	if got := SanitizeLimit(msg, 50, secret); len(got) > 53 {
+		t.Errorf("limit 50: got %d bytes", len(got))
+	}
+}
