@@ -213,6 +213,26 @@ func TestReserveAtOrAfterHeldTimeConsumes(t *testing.T) {
 	}
 }
 
+// A key that reaches its slot long after it (held up behind a backlog of
+// reconciles) does not send then together with the others the backlog
+// held up: its slot is spent, and it queues again behind those asking now.
+func TestReserveTooLateQueuesAgain(t *testing.T) {
+	l := NewEndpointRateLimiter(20) // burst 2: a slot may be used up to 100ms late
+	l.Reserve(rlKey(0), rlEndpoint, rlStart)
+	l.Reserve(rlKey(1), rlEndpoint, rlStart)
+	assertAt(t, "reservation", l.Reserve(rlKey(2), rlEndpoint, rlStart), 50*time.Millisecond)
+
+	late := at(time.Second)
+	for i := 10; i < 30; i++ { // others asking at +1s take the bucket and the next 900ms
+		l.Reserve(rlKey(i), rlEndpoint, late)
+	}
+	got := l.Reserve(rlKey(2), rlEndpoint, late)
+	if !got.After(late) {
+		t.Errorf("asking 950ms after its slot, behind 20 others: got +%v, want a new slot after +1s", got.Sub(rlStart))
+	}
+	assertAt(t, "the new slot", got, time.Second+950*time.Millisecond)
+}
+
 // Forgetting a held reservation gives its slot to the keys behind it.
 func TestForgetReturnsSlot(t *testing.T) {
 	tests := []struct {
