@@ -74,6 +74,8 @@ type EndpointRateLimiter struct {
 	// used since is idle by lastSweep+refill.
 	lastSweep time.Time
 	refill    time.Duration
+	// interval is how late a held slot may still be used.
+	interval time.Duration
 }
 
 // originLimiter is the token bucket of one origin and the number of held
@@ -106,6 +108,9 @@ func NewEndpointRateLimiter(perSecond float64) *EndpointRateLimiter {
 		held:    map[types.NamespacedName]heldReservation{},
 		sweepAt: originSweepThreshold,
 		refill:  time.Duration(float64(burst) / perSecond * float64(time.Second)),
+		// One slot's length: a slot used later than that could make two
+		// requests share one.
+		interval: time.Duration(float64(time.Second) / perSecond),
 	}
 }
 
@@ -133,7 +138,7 @@ func (l *EndpointRateLimiter) Reserve(key types.NamespacedName, endpointURL stri
 			h.reservation.CancelAt(now)
 		case now.Before(h.at):
 			return h.at
-		case now.Sub(h.at) <= l.refill:
+		case now.Sub(h.at) <= l.interval:
 			l.release(key, h)
 			return now
 		}

@@ -217,7 +217,7 @@ func TestReserveAtOrAfterHeldTimeConsumes(t *testing.T) {
 // reconciles) does not send then together with the others the backlog
 // held up: its slot is spent, and it queues again behind those asking now.
 func TestReserveTooLateQueuesAgain(t *testing.T) {
-	l := NewEndpointRateLimiter(20) // burst 2: a slot may be used up to 100ms late
+	l := NewEndpointRateLimiter(20) // a slot may be used up to 50ms late
 	l.Reserve(rlKey(0), rlEndpoint, rlStart)
 	l.Reserve(rlKey(1), rlEndpoint, rlStart)
 	assertAt(t, "reservation", l.Reserve(rlKey(2), rlEndpoint, rlStart), 50*time.Millisecond)
