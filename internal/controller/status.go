@@ -160,8 +160,12 @@ func summarize(in inputs, p plan, out outcome) summary {
 			s.WakeAt = earliest(out.SlotAt, held.ExpiresAt)
 			break
 		}
-		if out.SlotAt.Sub(now) < reportSlotWaitAfter {
-			// Too short a wait to be worth a status write of its own.
+		if out.SlotAt.Sub(now) < reportSlotWaitAfter ||
+			apimeta.IsStatusConditionTrue(st.Conditions, authv1alpha1.ConditionReconciling) {
+			// Too short a wait to be worth a status write of its own; or
+			// status already says the token is on its way (a retry after a
+			// failure), and a write per attempt during an outage would
+			// double its writes.
 			break
 		}
 		msg := fmt.Sprintf("Waiting for a token request slot at %s (--token-request-rate)", out.SlotAt.UTC().Format(time.RFC3339))

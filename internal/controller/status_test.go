@@ -565,6 +565,20 @@ func TestSummarize(t *testing.T) {
 			},
 		},
 		{
+			name:   "rate-limited retry of a failing token: status unchanged, no write per attempt",
+			mutate: []func(*inputs){sumFailing(3, authv1alpha1.ReasonUpstreamUnavailable)},
+			plan:   plan{Action: actRefresh, Cause: causeSecretMissing},
+			out:    func(in inputs) outcome { return outcome{Now: in.Now, SlotAt: in.Now.Add(time.Minute)} },
+			check: func(t *testing.T, in inputs, s summary) {
+				want := in.Token.Status.DeepCopy()
+				want.SecretName = in.SecretName
+				if !apiequality.Semantic.DeepEqual(s.Status, *want) {
+					t.Errorf("status: got %+v, want it unchanged %+v", s.Status, *want)
+				}
+				wantWake(t, s, in.Now.Add(time.Minute))
+			},
+		},
+		{
 			name:   "rate-limited while a valid token is held: status unchanged",
 			mutate: []func(*inputs){sumReady, decAt(45 * time.Minute)},
 			plan:   plan{Action: actRefresh, Cause: causeScheduled},
