@@ -14,6 +14,10 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
+// Package controller is the OpsnowToken reconciler: for each OpsnowToken it
+// exchanges the API key for an OpsNow access token, keeps the token in the
+// target Secret, refreshes it before it expires and reports progress in the
+// OpsnowToken's status. Setup wires it into a controller-runtime manager.
 package controller
 
 import (
@@ -204,10 +208,10 @@ func (r *OpsnowTokenReconciler) getToken(ctx context.Context, key types.Namespac
 // act carries out the plan. Every failure is returned in the outcome, for
 // summarize to record; none is left to the workqueue's own retry.
 func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outcome {
-	out := outcome{Jitter: rand.Float64()}
+	out := outcome{Jitter: rand.Float64()} //nolint:gosec // G404: retry jitter spreads load; it guards nothing, so math/rand is enough
 	switch p.Action {
 	case actRefresh:
-		r.refresh(ctx, in, p, &out)
+		r.refresh(ctx, in, &out)
 	case actWritePending:
 		r.writeToken(ctx, in, *in.Pending, &out)
 	case actKeep:
@@ -232,7 +236,7 @@ func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outc
 // refresh takes a request slot, reads the API key, exchanges it and writes
 // the new token. A token whose write fails is kept, so that the retry
 // writes it rather than asking OpsNow again.
-func (r *OpsnowTokenReconciler) refresh(ctx context.Context, in inputs, p plan, out *outcome) {
+func (r *OpsnowTokenReconciler) refresh(ctx context.Context, in inputs, out *outcome) {
 	key := client.ObjectKeyFromObject(in.Token)
 	if at := r.limiter.Reserve(key, in.Endpoint, r.clock.Now()); at.After(r.clock.Now()) {
 		out.SlotAt = at

@@ -93,7 +93,7 @@ func jitter(before time.Duration, seed string) time.Duration {
 		return 0
 	}
 	sum := sha256.Sum256([]byte(seed))
-	return time.Duration(binary.BigEndian.Uint64(sum[:8]) % uint64(limit))
+	return time.Duration(binary.BigEndian.Uint64(sum[:8]) % uint64(limit)) //nolint:gosec // G115: the remainder is below limit, at most maxJitter
 }
 
 // retryPolicy describes a failed attempt for nextRetry.

@@ -1,3 +1,19 @@
+/*
+Copyright 2026 The opsnow-token-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
 // Package opsnow is the client for the OpsNow identity API: it exchanges a
 // long-lived API key for a short-lived access token.
 //
@@ -131,7 +147,7 @@ func (c *Client) Exchange(ctx context.Context, endpoint, apiKey string) (Token, 
 	}
 	target := origin(u) + u.EscapedPath()
 
-	payload, err := json.Marshal(exchangeRequest{APIKey: apiKey})
+	payload, err := json.Marshal(exchangeRequest{APIKey: apiKey}) //nolint:gosec // G117: sending the API key to the token endpoint is what Exchange is for
 	if err != nil {
 		return Token{}, &Error{Kind: ErrInvalidResponse, Detail: "encode request body"}
 	}

@@ -192,7 +192,9 @@ func (set secretSet) match(views []view, first bool) []span {
 					next = -1
 				}
 				occs = append(occs, occurrence{int32(vi), int32(p), next})
-				heads[k] = int32(len(occs) - 1)
+				// The texts are short (sanitize cuts them to maxScanBytes, error
+				// messages are shorter): the count of occurrences fits in an int32.
+				heads[k] = int32(len(occs) - 1) //nolint:gosec // G115: bounded, see above
 			}
 		}
 		lookup := func(needle string, blob bool) bool {
