@@ -3,6 +3,16 @@ IMG ?= ghcr.io/opsnow-token-operator/opsnow-token-operator:latest
 # The Helm chart, kept in step with config/ by helm-sync and the render test.
 CHART ?= charts/opsnow-token-operator
 
+# The Go toolchain of every target (build, test, demo, bench, image, release,
+# vulncheck, ...): go1.27.3, whose standard library has the security fixes that
+# go1.26.8 lacks (see 'make vulncheck'). The go command fetches it through the
+# module proxy once (about 10 s). go.mod keeps 'go 1.26.0', so plain go commands
+# outside make still work with Go 1.26. Set with '=', not '?=', so that a
+# GOTOOLCHAIN in the environment (CI setups often set 'local') cannot ship an
+# older standard library; to override, say it on the command line:
+# make GOTOOLCHAIN=local build.
+export GOTOOLCHAIN = go1.27.3
+
 # Get the currently used golang install path (in GOPATH/bin, unless GOBIN is set)
 ifeq (,$(shell go env GOBIN))
 GOBIN=$(shell go env GOPATH)/bin
@@ -53,6 +63,11 @@ envtest-assets: setup-envtest ## Provide kube-apiserver and etcd for envtest (ca
 test: manifests generate fmt vet envtest-assets kustomize helm ## Run all tests against a local control plane (envtest).
 	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
 		KUSTOMIZE="$(KUSTOMIZE)" HELM="$(HELM)" go test ./... -coverprofile cover.out -timeout 20m
+	@# The fuzz targets' seeds ran above; a short run of each looks a little further.
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# TEST_FUZZTIME is how long 'make test' runs each fuzz target.
+TEST_FUZZTIME ?= 3s
 
 # FUZZTIME is how long each fuzz target runs under 'make fuzz'.
 FUZZTIME ?= 30s
@@ -87,9 +102,54 @@ helm-sync: manifests ## Copy the CRD and the manager's RBAC rules from config/ i
 helm-lint: helm ## Lint the Helm chart.
 	"$(HELM)" lint --strict $(CHART)
 
+# The vulnerability database that 'make vulncheck' reads: built from the module
+# golang.org/x/vulndb@$(VULNDB_VERSION) once, outside the checkout, so that
+# fresh clones reuse it and later runs need no network.
+VULNDB_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/opsnow-token-operator/vulndb/$(VULNDB_VERSION)
+
+.PHONY: vulncheck
+vulncheck: vulndb govulncheck ## Fail if the code reaches a known vulnerability (govulncheck, offline, database VULNDB_VERSION).
+	@echo "govulncheck $(GOVULNCHECK_VERSION) with $$(go env GOVERSION); database golang.org/x/vulndb@$(VULNDB_VERSION) in $(VULNDB_DIR)"
+	"$(GOVULNCHECK)" -db "file://$(VULNDB_DIR)" -show version ./...
+
+# The module has data/osv but no git history, so indexdb, not gendb (which reads
+# the dates from git), builds the database; every entry's "modified" is then
+# zero, and index/db.json gets the date of VULNDB_VERSION instead, which is what
+# govulncheck shows as "DB updated". Built in a .partial folder and moved into
+# place, so an interrupted build is never taken for a database.
+.PHONY: vulndb
+vulndb: ## Build the Go vulnerability database of VULNDB_VERSION into VULNDB_DIR if not there yet.
+	@if [ ! -f "$(VULNDB_DIR)/index/db.json" ]; then \
+		$(MAKE) --no-print-directory vulndb-indexdb; \
+		echo "Building the vulnerability database golang.org/x/vulndb@$(VULNDB_VERSION) into $(VULNDB_DIR)"; \
+		src="$$(cd / && go mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')"; \
+		[ -d "$$src/data/osv" ] || { echo "vulndb: no data/osv in golang.org/x/vulndb@$(VULNDB_VERSION) ('$$src')" >&2; exit 1; }; \
+		tmp="$(VULNDB_DIR).partial"; rm -rf "$$tmp"; \
+		"$(VULNDB_INDEXDB)" -vulns "$$src/data/osv" -out "$$tmp"; \
+		stamp="$$(echo "$(VULNDB_VERSION)" | sed -n 's/^v0\.0\.0-\([0-9]\{4\}\)\([0-9]\{2\}\)\([0-9]\{2\}\)\([0-9]\{2\}\)\([0-9]\{2\}\)\([0-9]\{2\}\)-.*/\1-\2-\3T\4:\5:\6Z/p')"; \
+		if [ -n "$$stamp" ]; then \
+			printf '{"modified":"%s"}' "$$stamp" > "$$tmp/index/db.json"; \
+			gzip -n -c "$$tmp/index/db.json" > "$$tmp/index/db.json.gz"; \
+		fi; \
+		rm -rf "$(VULNDB_DIR)"; mv "$$tmp" "$(VULNDB_DIR)"; \
+	fi
+
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint linter
+lint: golangci-lint actionlint ## Run golangci-lint (.golangci.yml), then actionlint on the GitHub workflows if there are any.
+	@# golangci-lint type-checks with the go/types it was built with: one built by a Go older than
+	@# the one that builds the code (GOTOOLCHAIN) fails on the newer standard library. Rebuild it then.
+	@built="$$(go version "$(GOLANGCI_LINT)" 2>/dev/null | awk '{print $$NF}')"; want="$$(go env GOVERSION)"; \
+	if [ "$$(printf '%s\n' "$$built" "$$want" | sort -V | head -n1)" != "$$want" ]; then \
+		echo "$(GOLANGCI_LINT) was built with $${built:-an unknown Go}, older than $$want: rebuilding it"; \
+		rm -f "$(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION)"; $(MAKE) --no-print-directory golangci-lint; \
+	fi
 	"$(GOLANGCI_LINT)" run
+	@workflows="$$(find .github/workflows -maxdepth 1 -name '*.y*ml' 2>/dev/null | sort)"; \
+	if [ -n "$$workflows" ]; then \
+		echo "\"$(ACTIONLINT)\"" $$workflows; "$(ACTIONLINT)" $$workflows; \
+	else \
+		echo "actionlint: no .github/workflows/*.y*ml to check"; \
+	fi
 
 ##@ Build
 
@@ -115,17 +175,51 @@ bench: envtest-assets ## Measure the operator at scale on a local control plane;
 
 .PHONY: docker-build
 docker-build: ## Build docker image with the manager.
-	$(CONTAINER_TOOL) build -t ${IMG} .
+	$(CONTAINER_TOOL) build --build-arg GOTOOLCHAIN=$(GOTOOLCHAIN) -t ${IMG} .
 
 .PHONY: docker-push
 docker-push: ## Push docker image with the manager.
 	$(CONTAINER_TOOL) push ${IMG}
+
+# 'make image' labels the image with VERSION and REVISION and dates every
+# timestamp in it SOURCE_DATE_EPOCH, the commit time, so that two builds of
+# one commit give the same digest.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# IMAGE_DIR is where 'make image' writes the OCI layout and the tar files.
+IMAGE_DIR ?= bin/image
+
+.PHONY: image
+image: ## Build the manager image for linux/amd64 and linux/arm64 without Docker into IMAGE_DIR (IMG, VERSION); prints the index digest.
+	go run ./hack/image -img "$(IMG)" -version "$(VERSION)" -revision "$(REVISION)" \
+		-source-date-epoch "$(SOURCE_DATE_EPOCH)" -out "$(IMAGE_DIR)"
 
 .PHONY: build-installer
 build-installer: manifests generate kustomize ## Generate a consolidated YAML with CRDs and deployment.
 	mkdir -p dist
 	cd config/manager && "$(KUSTOMIZE)" edit set image controller=${IMG}
 	"$(KUSTOMIZE)" build config/default > dist/install.yaml
+
+# The SBOM of the manager, for the build constraints of the image (static, linux).
+SBOM ?= $(LOCALBIN)/sbom/opsnow-token-operator.cdx.json
+
+.PHONY: sbom
+sbom: cyclonedx-gomod ## Write a CycloneDX SBOM of the manager, with the Go standard library and licenses, to SBOM.
+	mkdir -p "$$(dirname "$(SBOM)")"
+	CGO_ENABLED=0 GOOS=linux "$(CYCLONEDX_GOMOD)" app -main . -json -licenses -std -output "$(SBOM)"
+	@echo "SBOM: $(SBOM)"
+
+# The image repository of 'make release': IMG without its tag or digest.
+RELEASE_REPO = $(shell echo '$(IMG)' | sed -E 's/@.*//; s/:[^:/]*$$//')
+
+.PHONY: release
+release: kustomize helm ## Fill dist/ for release VERSION=x.y.z: install.yaml pinned by digest, chart, image tarballs, SBOM, SHA256SUMS.
+	@[[ "$(origin VERSION)" != file && "$(VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+$$ ]] || { \
+		echo "make release: give VERSION=x.y.z, e.g. make release VERSION=0.1.0$(if $(filter file,$(origin VERSION)),, (not '$(VERSION)'))" >&2; exit 1; }
+	$(MAKE) --no-print-directory image sbom VERSION=$(VERSION) IMG=$(RELEASE_REPO):$(VERSION)
+	VERSION=$(VERSION) IMG_REPO=$(RELEASE_REPO) IMAGE_DIR="$(IMAGE_DIR)" SBOM="$(SBOM)" CHART="$(CHART)" \
+		KUSTOMIZE="$(KUSTOMIZE)" HELM="$(HELM)" hack/release.sh
 
 ##@ Deployment
 
@@ -164,6 +258,11 @@ HELM ?= $(LOCALBIN)/helm
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 ENVTEST ?= $(LOCALBIN)/setup-envtest
 GOLANGCI_LINT = $(LOCALBIN)/golangci-lint
+ACTIONLINT ?= $(LOCALBIN)/actionlint
+CYCLONEDX_GOMOD ?= $(LOCALBIN)/cyclonedx-gomod
+GOVULNCHECK ?= $(LOCALBIN)/govulncheck
+# indexdb turns the OSV files of golang.org/x/vulndb into a database for govulncheck.
+VULNDB_INDEXDB ?= $(LOCALBIN)/indexdb
 
 ## Tool Versions
 KUSTOMIZE_VERSION ?= v5.7.1
@@ -174,6 +273,12 @@ ENVTEST_VERSION ?= v0.25.1
 # Kubernetes version of the envtest control plane (kube-apiserver and etcd).
 ENVTEST_K8S_VERSION ?= 1.37.2
 GOLANGCI_LINT_VERSION ?= v2.15.0
+ACTIONLINT_VERSION ?= v1.7.12
+CYCLONEDX_GOMOD_VERSION ?= v1.10.0
+GOVULNCHECK_VERSION ?= v1.9.0
+# The Go vulnerability database that 'make vulncheck' reads, as a version of the
+# module golang.org/x/vulndb (its data/osv folder); its date is the data's date.
+VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
 
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE) ## Download kustomize locally if necessary.
@@ -199,6 +304,26 @@ $(ENVTEST): $(LOCALBIN)
 golangci-lint: $(GOLANGCI_LINT) ## Download golangci-lint locally if necessary.
 $(GOLANGCI_LINT): $(LOCALBIN)
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: actionlint
+actionlint: $(ACTIONLINT) ## Download actionlint locally if necessary.
+$(ACTIONLINT): $(LOCALBIN)
+	$(call go-install-tool,$(ACTIONLINT),github.com/rhysd/actionlint/cmd/actionlint,$(ACTIONLINT_VERSION))
+
+.PHONY: cyclonedx-gomod
+cyclonedx-gomod: $(CYCLONEDX_GOMOD) ## Download cyclonedx-gomod locally if necessary.
+$(CYCLONEDX_GOMOD): $(LOCALBIN)
+	$(call go-install-tool,$(CYCLONEDX_GOMOD),github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod,$(CYCLONEDX_GOMOD_VERSION))
+
+.PHONY: govulncheck
+govulncheck: $(GOVULNCHECK) ## Download govulncheck locally if necessary.
+$(GOVULNCHECK): $(LOCALBIN)
+	$(call go-install-tool,$(GOVULNCHECK),golang.org/x/vuln/cmd/govulncheck,$(GOVULNCHECK_VERSION))
+
+.PHONY: vulndb-indexdb
+vulndb-indexdb: $(VULNDB_INDEXDB) ## Download the vulnerability database's indexdb locally if necessary.
+$(VULNDB_INDEXDB): $(LOCALBIN)
+	$(call go-install-tool,$(VULNDB_INDEXDB),golang.org/x/vulndb/cmd/indexdb,$(VULNDB_VERSION))
 
 # go-install-tool will 'go install' any package with custom target and name of binary, if it doesn't exist
 # $1 - target path with name of binary

@@ -32,6 +32,9 @@ import (
 	// to ensure that exec-entrypoint and run can make use of them.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	// CA roots for TLS to OpsNow where the system has none, as in the image, which ships no bundle.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
