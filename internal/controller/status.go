@@ -83,125 +83,162 @@ var stalledReasons = map[string]bool{
 }
 
 // summarize computes the status a reconcile leaves from what was read, the
-// plan and what acting did. It is the one door every failure goes through:
-// a reason, a message, failedAttempts, the backoff capped before expiry,
-// Ready kept True while the held token is still good. status.observedGeneration
-// follows Flux's rule: it is set once the generation reached an outcome
-// (a token, a recorded failure, a stall), not while a request waits for
-// its slot.
+// plan and what acting did. It is the one door every failure goes through
+// (failed): a reason, a message, failedAttempts, the backoff capped before
+// expiry, Ready kept True while the held token is still good.
+// status.observedGeneration follows Flux's rule: it is set once the
+// generation reached an outcome (a token, a recorded failure, a stall), not
+// while a request waits for its slot.
 func summarize(in inputs, p plan, out outcome) summary {
-	st := in.Token.Status.DeepCopy()
-	st.SecretName = in.SecretName
-	now, gen := out.Now, in.Token.Generation
-	s := summary{}
+	d := newDraft(in, out)
+	switch {
+	case p.Action == actSuspend:
+		d.stalled(authv1alpha1.ReasonSuspended, "Refreshing is suspended; the token in the Secret is not renewed", false)
+	case p.Action == actStall:
+		d.stalled(p.Reason, p.Message, true)
+	case out.Err != nil:
+		d.failed(out.Err, out.Jitter)
+	case p.Action == actFail:
+		d.failed(p.Err, out.Jitter)
+	case !out.SlotAt.IsZero():
+		d.waitingForSlot(out.SlotAt)
+	case p.Action == actWait:
+		d.waitingToRetry(p.At, in.FailedReason)
+	default: // the held or the new token is current
+		d.ready(in.Token)
+	}
+	d.s.Status = *d.st
+	return d.s
+}
 
+// draft is the status being computed for one reconcile.
+type draft struct {
+	st       *authv1alpha1.OpsnowTokenStatus
+	s        summary
+	now      time.Time
+	gen      int64
+	held     heldToken
+	valid    bool // held is current and unexpired
+	redacted []string
+}
+
+func newDraft(in inputs, out outcome) *draft {
+	d := &draft{st: in.Token.Status.DeepCopy(), now: out.Now, gen: in.Token.Generation}
+	d.st.SecretName = in.SecretName
 	held, current := in.Held, in.heldIsCurrent()
 	if out.Issued != nil {
 		held, current = *out.Issued, true
 	}
-	valid := current && now.Before(held.ExpiresAt)
+	d.held, d.valid = held, current && out.Now.Before(held.ExpiresAt)
+	d.redacted = []string{held.Token, pendingToken(in)}
 	if current && held.RefreshRequest != "" {
 		// Read back from the Secret, so that a restart between the Secret
 		// write and the status patch still confirms the request.
-		st.LastHandledRefreshRequest = held.RefreshRequest
+		d.st.LastHandledRefreshRequest = held.RefreshRequest
 	}
+	return d
+}
 
+// stalled records a state only the user can change (suspend, or a stall
+// reason with Stalled=True): nothing is planned.
+func (d *draft) stalled(reason, message string, stall bool) {
+	d.st.ObservedGeneration = d.gen
+	d.st.NextRefreshTime = nil
+	var extra *metav1.Condition
+	if stall {
+		c := trueCondition(authv1alpha1.ConditionStalled, reason, message)
+		extra = &c
+	}
+	setConditions(d.st, d.gen, d.now, falseCondition(authv1alpha1.ConditionReady, reason, message), extra)
+}
+
+// failed is the failure door: whatever step failed, the same record and
+// the same backoff, capped to land before the held token expires.
+func (d *draft) failed(err error, jitter float64) {
+	rerr := classify(err, d.redacted...)
+	st := d.st
+	st.ObservedGeneration = d.gen
+	st.FailedAttempts++
+	st.LastFailureMessage = rerr.Message
+	var keepUntil time.Time
+	if d.valid {
+		keepUntil = d.held.ExpiresAt
+	}
+	next := nextRetry(retryPolicy{
+		Attempts:     st.FailedAttempts,
+		Unauthorized: rerr.Unauthorized,
+		RetryAfter:   rerr.RetryAfter,
+		Jitter:       jitter,
+	}, d.now, keepUntil)
+	st.NextRefreshTime = &metav1.Time{Time: next}
 	switch {
-	case p.Action == actSuspend:
-		st.ObservedGeneration = gen
-		st.NextRefreshTime = nil
-		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, authv1alpha1.ReasonSuspended,
-			"Refreshing is suspended; the token in the Secret is not renewed"), nil)
-
-	case p.Action == actStall:
-		st.ObservedGeneration = gen
-		st.NextRefreshTime = nil
-		stalled := trueCondition(authv1alpha1.ConditionStalled, p.Reason, p.Message)
-		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, p.Reason, p.Message), &stalled)
-
-	case out.Err != nil || p.Action == actFail:
-		err := out.Err
-		if err == nil {
-			err = p.Err
-		}
-		rerr := classify(err, held.Token, pendingToken(in))
-		st.ObservedGeneration = gen
-		st.FailedAttempts++
-		st.LastFailureMessage = rerr.Message
-		var keepUntil time.Time
-		if valid {
-			keepUntil = held.ExpiresAt
-		}
-		next := nextRetry(retryPolicy{
-			Attempts:     st.FailedAttempts,
-			Unauthorized: rerr.Unauthorized,
-			RetryAfter:   rerr.RetryAfter,
-			Jitter:       out.Jitter,
-		}, now, keepUntil)
-		st.NextRefreshTime = &metav1.Time{Time: next}
-		switch {
-		case valid:
-			markReady(st, gen, now, held)
-		case stalledReasons[rerr.Reason]:
-			stalled := trueCondition(authv1alpha1.ConditionStalled, rerr.Reason, rerr.Message)
-			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &stalled)
-		default:
-			retrying := trueCondition(authv1alpha1.ConditionReconciling, rerr.Reason,
-				fmt.Sprintf("Retrying at %s", next.UTC().Format(time.RFC3339)))
-			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &retrying)
-		}
-		s.Failure, s.WakeAt = rerr, next
-
-	case !out.SlotAt.IsZero():
-		// Waiting for a request slot is not an outcome: the generation is
-		// not observed yet, and a token still good stays Ready untouched.
-		s.WakeAt = out.SlotAt
-		if valid {
-			s.WakeAt = earliest(out.SlotAt, held.ExpiresAt)
-			break
-		}
-		if out.SlotAt.Sub(now) < reportSlotWaitAfter ||
-			apimeta.IsStatusConditionTrue(st.Conditions, authv1alpha1.ConditionReconciling) {
-			// Too short a wait to be worth a status write of its own; or
-			// status already says the token is on its way (a retry after a
-			// failure), and a write per attempt during an outage would
-			// double its writes.
-			break
-		}
-		msg := fmt.Sprintf("Waiting for a token request slot at %s (--token-request-rate)", out.SlotAt.UTC().Format(time.RFC3339))
-		progressing := trueCondition(authv1alpha1.ConditionReconciling, authv1alpha1.ReasonProgressing, msg)
-		setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, authv1alpha1.ReasonProgressing, msg), &progressing)
-
-	case p.Action == actWait:
-		s.WakeAt = p.At
-		if valid {
-			markReady(st, gen, now, held)
-			s.WakeAt = earliest(p.At, held.ExpiresAt)
-		} else if c := apimeta.FindStatusCondition(st.Conditions, authv1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
-			// The held token expired while waiting to retry: the last
-			// failure's reason is now Ready's.
-			reason := in.FailedReason
-			if reason == "" { // not known after a restart
-				reason = authv1alpha1.ReasonUpstreamUnavailable
-			}
-			retrying := trueCondition(authv1alpha1.ConditionReconciling, reason,
-				fmt.Sprintf("Retrying at %s", p.At.UTC().Format(time.RFC3339)))
-			setConditions(st, gen, now, falseCondition(authv1alpha1.ConditionReady, reason,
-				"The token expired; "+st.LastFailureMessage), &retrying)
-		}
-
-	default: // the held or the new token is current
-		st.ObservedGeneration = gen
-		st.FailedAttempts = 0
-		st.LastFailureMessage = ""
-		s.Schedule = refreshTime(held.IssuedAt, held.ExpiresAt, refreshBefore(in.Token),
-			string(in.Token.UID)+held.ExpiresAt.String())
-		st.NextRefreshTime = &metav1.Time{Time: s.Schedule.RefreshAt}
-		markReady(st, gen, now, held)
-		s.WakeAt = s.Schedule.RefreshAt
+	case d.valid:
+		markReady(st, d.gen, d.now, d.held)
+	case stalledReasons[rerr.Reason]:
+		stalled := trueCondition(authv1alpha1.ConditionStalled, rerr.Reason, rerr.Message)
+		setConditions(st, d.gen, d.now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &stalled)
+	default:
+		retrying := trueCondition(authv1alpha1.ConditionReconciling, rerr.Reason,
+			fmt.Sprintf("Retrying at %s", next.UTC().Format(time.RFC3339)))
+		setConditions(st, d.gen, d.now, falseCondition(authv1alpha1.ConditionReady, rerr.Reason, rerr.Message), &retrying)
 	}
-	s.Status = *st
-	return s
+	d.s.Failure, d.s.WakeAt = rerr, next
+}
+
+// waitingForSlot is not an outcome: the generation is not observed yet, and
+// a token still good stays Ready untouched. A first token says it waits.
+func (d *draft) waitingForSlot(at time.Time) {
+	d.s.WakeAt = at
+	if d.valid {
+		d.s.WakeAt = earliest(at, d.held.ExpiresAt)
+		return
+	}
+	if at.Sub(d.now) < reportSlotWaitAfter ||
+		apimeta.IsStatusConditionTrue(d.st.Conditions, authv1alpha1.ConditionReconciling) {
+		// Too short a wait to be worth a status write of its own; or
+		// status already says the token is on its way (a retry after a
+		// failure), and a write per attempt during an outage would double
+		// its writes.
+		return
+	}
+	msg := fmt.Sprintf("Waiting for a token request slot at %s (--token-request-rate)", at.UTC().Format(time.RFC3339))
+	progressing := trueCondition(authv1alpha1.ConditionReconciling, authv1alpha1.ReasonProgressing, msg)
+	setConditions(d.st, d.gen, d.now, falseCondition(authv1alpha1.ConditionReady, authv1alpha1.ReasonProgressing, msg), &progressing)
+}
+
+// waitingToRetry keeps the failure's record until its retry time; a held
+// token that expires meanwhile turns Ready False with the failure's reason.
+func (d *draft) waitingToRetry(at time.Time, failedReason string) {
+	d.s.WakeAt = at
+	if d.valid {
+		markReady(d.st, d.gen, d.now, d.held)
+		d.s.WakeAt = earliest(at, d.held.ExpiresAt)
+		return
+	}
+	if !apimeta.IsStatusConditionTrue(d.st.Conditions, authv1alpha1.ConditionReady) {
+		return
+	}
+	reason := failedReason
+	if reason == "" { // not known after a restart
+		reason = authv1alpha1.ReasonUpstreamUnavailable
+	}
+	retrying := trueCondition(authv1alpha1.ConditionReconciling, reason,
+		fmt.Sprintf("Retrying at %s", at.UTC().Format(time.RFC3339)))
+	setConditions(d.st, d.gen, d.now, falseCondition(authv1alpha1.ConditionReady, reason,
+		"The token expired; "+d.st.LastFailureMessage), &retrying)
+}
+
+// ready records the current token, clears the failures and plans its refresh.
+func (d *draft) ready(tok *authv1alpha1.OpsnowToken) {
+	st := d.st
+	st.ObservedGeneration = d.gen
+	st.FailedAttempts = 0
+	st.LastFailureMessage = ""
+	d.s.Schedule = refreshTime(d.held.IssuedAt, d.held.ExpiresAt, refreshBefore(tok),
+		string(tok.UID)+d.held.ExpiresAt.String())
+	st.NextRefreshTime = &metav1.Time{Time: d.s.Schedule.RefreshAt}
+	markReady(st, d.gen, d.now, d.held)
+	d.s.WakeAt = d.s.Schedule.RefreshAt
 }
 
 // markReady sets Ready=True for held and the token's times in status.
