@@ -738,6 +738,29 @@ func TestLifecycleCacheHoldsOnlyManagedSecrets(t *testing.T) {
 		t.Errorf("cached Secrets: got %v, want exactly the two target Secrets", names)
 	}
 
+	// A Secret that claims to be the operator's by its label, but that no
+	// OpsnowToken controls, is cached without its data.
+	spoof := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "look-alike",
+			Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue}},
+		Data: map[string][]byte{"blob": bytes.Repeat([]byte{'x'}, 256<<10)},
+	}
+	if err := k8s.Create(ctx, spoof); err != nil {
+		t.Fatalf("create look-alike Secret: %v", err)
+	}
+	h.eventually("the look-alike Secret cached without its data", func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := h.mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(spoof), s); err != nil {
+			return false, err.Error()
+		}
+		return len(s.Data) == 0, fmt.Sprintf("cached with %d data keys", len(s.Data))
+	})
+	for _, s := range cached.Items {
+		if len(s.Data) == 0 {
+			t.Errorf("target Secret %s cached without its data", s.Name)
+		}
+	}
+
 	// A read through the manager's client is served by the same cache: the
 	// API-key Secret is not there.
 	err := h.mgr.GetClient().Get(ctx, client.ObjectKey{Namespace: h.ns, Name: lcAPIKeySecret}, &corev1.Secret{})

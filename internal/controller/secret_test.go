@@ -25,6 +25,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 )
@@ -335,4 +336,51 @@ func TestSecretContentApply(t *testing.T) {
 			t.Error("refresh-request annotation: got kept, want removed")
 		}
 	})
+}
+
+// The Secret cache keeps data only of Secrets an OpsnowToken controls.
+func TestKeepDataOfControlledSecrets(t *testing.T) {
+	data := map[string][]byte{"token": []byte("t")}
+	controlled := metav1.OwnerReference{APIVersion: authv1alpha1.GroupVersion.String(), Kind: "OpsnowToken",
+		Name: "billing", UID: "u", Controller: ptr.To(true)}
+	tests := []struct {
+		name     string
+		refs     []metav1.OwnerReference
+		wantData bool
+	}{
+		{name: "controlled by an OpsnowToken", refs: []metav1.OwnerReference{controlled}, wantData: true},
+		{name: "no owner", wantData: false},
+		{name: "owned, not controlled", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
+			r := controlled
+			r.Controller = nil
+			return r
+		}()}, wantData: false},
+		{name: "controlled by another kind", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
+			r := controlled
+			r.Kind = "Certificate"
+			return r
+		}()}, wantData: false},
+		{name: "controlled by a look-alike group", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
+			r := controlled
+			r.APIVersion = "auth.opsnow.io.evil.example/v1alpha1"
+			return r
+		}()}, wantData: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", OwnerReferences: tt.refs,
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}}, Data: data}
+			out, err := keepDataOfControlledSecrets(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.(*corev1.Secret)
+			if (len(got.Data) > 0) != tt.wantData {
+				t.Errorf("data kept: got %t, want %t", len(got.Data) > 0, tt.wantData)
+			}
+			if got.ManagedFields != nil {
+				t.Errorf("managed fields kept: %v", got.ManagedFields)
+			}
+		})
+	}
 }

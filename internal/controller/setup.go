@@ -59,11 +59,32 @@ func CacheOptions(namespaces []string) cache.Options {
 		DefaultNamespaces: namespaceConfigs(namespaces),
 		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-				authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-			})},
+			&corev1.Secret{}: {
+				Label: labels.SelectorFromSet(labels.Set{
+					authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+				}),
+				Transform: keepDataOfControlledSecrets,
+			},
 		},
 	}
+}
+
+// keepDataOfControlledSecrets drops the data of cached Secrets that no
+// OpsnowToken controls. The label that selects them is a claim anyone may
+// make: a tenant labelling many large Secrets as the operator's must not
+// grow its memory. The reconciler never reads such a Secret's data (it is a
+// SecretConflict, decided on metadata). Managed fields go too, as for every
+// other cached object.
+func keepDataOfControlledSecrets(in any) (any, error) {
+	s, ok := in.(*corev1.Secret)
+	if !ok {
+		return in, nil
+	}
+	s.ManagedFields = nil
+	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
+		s.Data, s.StringData = nil, nil
+	}
+	return s, nil
 }
 
 func namespaceConfigs(namespaces []string) map[string]cache.Config {
