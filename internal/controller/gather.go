@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -58,7 +59,7 @@ type inputs struct {
 	Intact bool
 	// Orphans are other Secrets this OpsnowToken controls: left behind by
 	// a change of spec.secretName.
-	Orphans []client.ObjectKey
+	Orphans []orphan
 
 	// APIKeyVersion is the API-key Secret's resourceVersion in the metadata
 	// cache, "" when it does not exist.
@@ -143,7 +144,7 @@ func (r *OpsnowTokenReconciler) gather(ctx context.Context, tok *authv1alpha1.Op
 // issued for another: the API-key Secret changed since, and not only in
 // ways already found to keep the key.
 func (r *OpsnowTokenReconciler) readAPIKeyIfChanged(ctx context.Context, in *inputs, mem tokenMemory) {
-	if in.APIKey != nil || !in.Intact || in.APIKeyVersion == in.Held.APIKeyVersion ||
+	if in.APIKey != nil || in.APIKeyErr != nil || !in.Intact || in.APIKeyVersion == in.Held.APIKeyVersion ||
 		(in.APIKeyVersion != "" && in.APIKeyVersion == mem.apiKeyMatchedVersion) {
 		return
 	}
@@ -242,20 +243,26 @@ func (r *OpsnowTokenReconciler) liveTargetSecret(ctx context.Context, tok *authv
 
 // orphanSecrets lists the cached Secrets tok controls other than the target:
 // what a change of spec.secretName left behind.
-func (r *OpsnowTokenReconciler) orphanSecrets(ctx context.Context, tok *authv1alpha1.OpsnowToken, target string) ([]client.ObjectKey, error) {
+func (r *OpsnowTokenReconciler) orphanSecrets(ctx context.Context, tok *authv1alpha1.OpsnowToken, target string) ([]orphan, error) {
 	var list corev1.SecretList
 	if err := r.client.List(ctx, &list, client.InNamespace(tok.Namespace),
 		client.MatchingFields{secretControllerIndex: string(tok.UID)}); err != nil {
 		return nil, fmt.Errorf("list Secrets of the OpsnowToken: %w", err)
 	}
-	var orphans []client.ObjectKey
+	var orphans []orphan
 	for i := range list.Items {
 		s := &list.Items[i]
 		if s.Name != target && metav1.IsControlledBy(s, tok) {
-			orphans = append(orphans, client.ObjectKeyFromObject(s))
+			orphans = append(orphans, orphan{Name: s.Name, UID: s.UID})
 		}
 	}
 	return orphans, nil
+}
+
+// orphan is a Secret the OpsnowToken controls that is no longer its target.
+type orphan struct {
+	Name string
+	UID  types.UID
 }
 
 // apiKeyVersion returns the cached resourceVersion of the API-key Secret, or

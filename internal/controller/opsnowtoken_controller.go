@@ -313,26 +313,21 @@ func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held
 }
 
 // deleteOrphans deletes the Secrets this OpsnowToken controls besides its
-// target: those a change of spec.secretName left behind. The UID
-// precondition keeps a Secret recreated under that name by someone else safe.
+// target: those a change of spec.secretName left behind, as gather found
+// them controlled. The UID precondition keeps a Secret recreated under that
+// name by someone else safe.
 func (r *OpsnowTokenReconciler) deleteOrphans(ctx context.Context, in inputs) ([]string, error) {
 	var deleted []string
-	for _, key := range in.Orphans {
-		s := &corev1.Secret{}
-		if err := r.client.Get(ctx, key, s); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return deleted, secretWriteError("read old", key.Name, err)
+	for _, o := range in.Orphans {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: in.Token.Namespace, Name: o.Name}}
+		err := r.client.Delete(ctx, s, client.Preconditions{UID: &o.UID})
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			continue // gone, or replaced by a Secret that is not ours
+		case err != nil:
+			return deleted, secretWriteError("delete old", o.Name, err)
 		}
-		if !metav1.IsControlledBy(s, in.Token) {
-			continue
-		}
-		err := r.client.Delete(ctx, s, client.Preconditions{UID: &s.UID})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return deleted, secretWriteError("delete old", key.Name, err)
-		}
-		deleted = append(deleted, key.Name)
+		deleted = append(deleted, o.Name)
 	}
 	return deleted, nil
 }

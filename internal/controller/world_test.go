@@ -25,6 +25,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -322,19 +323,14 @@ func (w *world) createToken(name string, mutate ...func(*authv1alpha1.OpsnowToke
 func (w *world) editToken(name string, mutate func(*authv1alpha1.OpsnowToken)) {
 	w.t.Helper()
 	tok := w.token(name)
-	before := tok.Spec
+	before := *tok.Spec.DeepCopy()
 	mutate(tok)
-	if !apiequalSpec(before, tok.Spec) {
+	if !equality.Semantic.DeepEqual(before, tok.Spec) {
 		tok.Generation++
 	}
 	if err := w.store.Update(w.ctx, tok); err != nil {
 		w.t.Fatalf("update OpsnowToken: %v", err)
 	}
-}
-
-func apiequalSpec(a, b authv1alpha1.OpsnowTokenSpec) bool {
-	return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b) &&
-		fmt.Sprint(a.RefreshBefore) == fmt.Sprint(b.RefreshBefore)
 }
 
 func (w *world) token(name string) *authv1alpha1.OpsnowToken {
