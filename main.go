@@ -43,12 +43,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/controller"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/endpoint"
+	"github.com/opsnow-token-operator/opsnow-token-operator/internal/metricsauth"
 	"github.com/opsnow-token-operator/opsnow-token-operator/internal/opsnow"
 )
 
@@ -77,6 +77,7 @@ type options struct {
 	metricsCertKey          string
 	enableHTTP2             bool
 	probeAddr               string
+	pprofAddr               string
 	enableLeaderElection    bool
 	leaderElectionID        string
 	leaderElectionNamespace string
@@ -117,6 +118,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Enable HTTP/2 for the metrics server (off by default against HTTP/2 rapid-reset attacks).")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "0",
+		"Address of the Go profiler endpoint (/debug/pprof/), e.g. 127.0.0.1:6060 for heap profiles; 0 disables. It has no authentication: bind it to loopback.")
 	fs.BoolVar(&o.enableLeaderElection, "leader-elect", false,
 		"Enable leader election, so that only one replica refreshes tokens at a time.")
 	fs.StringVar(&o.leaderElectionID, "leader-election-id", "opsnow-token-operator.auth.opsnow.io",
@@ -200,7 +203,7 @@ func run(o *options) error {
 		TLSOpts:       tlsOpts,
 	}
 	if o.secureMetrics {
-		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+		metricsOptions.FilterProvider = metricsauth.FilterProvider
 	}
 	if o.metricsCertPath != "" {
 		metricsOptions.CertDir = o.metricsCertPath
@@ -213,6 +216,7 @@ func run(o *options) error {
 		Cache:                         controller.CacheOptions(namespaces),
 		Metrics:                       metricsOptions,
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.enableLeaderElection,
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,

@@ -71,6 +71,11 @@ type env struct {
 	managerRate float64
 	metricsAddr string
 	healthAddr  string
+	pprofAddr   string
+	// heapDir receives heap profiles of the manager (saveHeapProfile).
+	heapDir string
+	// chartEnv is the manager's environment as the Helm chart sets it.
+	chartEnv []string
 
 	// own counts the benchmark's own writes by resource, as apiWrites
 	// keys them, so that they can be told apart from the manager's.
@@ -90,11 +95,18 @@ func newScheme() *runtime.Scheme {
 func (e *env) start(ctx context.Context, dir string) error {
 	e.own = map[string]float64{}
 	e.binary = filepath.Join(dir, "manager")
+	root, err := localcluster.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	if e.chartEnv, err = chartEnv(root); err != nil {
+		return err
+	}
+	e.heapDir = filepath.Join(root, "bin", "bench-heap")
 	built := make(chan error, 1)
 	go func() { built <- localcluster.BuildManager(ctx, e.binary) }()
 
 	e.logf("Starting the control plane and building the manager")
-	var err error
 	e.cluster, err = localcluster.Start(localcluster.Options{Dir: dir})
 	if berr := <-built; err == nil {
 		err = berr
@@ -229,7 +241,11 @@ func (e *env) startManager(ctx context.Context, rate float64) (time.Time, error)
 	if e.healthAddr, err = localcluster.FreeAddr(); err != nil {
 		return time.Time{}, err
 	}
+	if e.pprofAddr, err = localcluster.FreeAddr(); err != nil {
+		return time.Time{}, err
+	}
 	args := []string{
+		"--pprof-bind-address=" + e.pprofAddr,
 		"--default-endpoint=" + e.endpoint,
 		"--metrics-bind-address=" + e.metricsAddr,
 		"--metrics-secure=false",
@@ -244,14 +260,16 @@ func (e *env) startManager(ctx context.Context, rate float64) (time.Time, error)
 	}
 	// The child has its own descriptor of the file.
 	defer func() { _ = logFile.Close() }()
-	fmt.Fprintf(logFile, "=== %s %s manager %s\n", time.Now().Format(time.RFC3339), e.cfg.managerEnv, strings.Join(args, " "))
+	// The chart's environment first: -manager-env overrides it.
+	env := append(append([]string{}, e.chartEnv...), strings.Fields(e.cfg.managerEnv)...)
+	fmt.Fprintf(logFile, "=== %s %s manager %s\n", time.Now().Format(time.RFC3339), strings.Join(env, " "), strings.Join(args, " "))
 
 	started := time.Now()
 	e.manager, err = localcluster.StartManager(localcluster.ManagerOptions{
 		Binary:     e.binary,
 		Kubeconfig: e.cluster.Kubeconfig,
 		Args:       args,
-		Env:        strings.Fields(e.cfg.managerEnv),
+		Env:        env,
 		Output:     logFile,
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ limitations under the License.
 //	restart      restart the manager while N tokens are valid
 //	selftrigger  label edits and no-op rewrites of tokens and Secrets
 //	unrelated    many large Secrets the operator has nothing to do with
+//	spoof        200 Secrets of 1 MiB labelled as the operator's, not its own
 //	refresh      N short-lived tokens refreshing on schedule
 //	outage       the token server fails for -outage, then recovers
 //
@@ -66,6 +67,7 @@ import (
 
 // Scenario names, in the order they run.
 const (
+	scenarioIdle           = "idle"
 	scenarioBurstLimited   = "burst-limited"
 	scenarioBurstUnlimited = "burst-unlimited"
 	scenarioRestart        = "restart"
@@ -73,11 +75,12 @@ const (
 	scenarioUnrelated      = "unrelated"
 	scenarioRefresh        = "refresh"
 	scenarioOutage         = "outage"
+	scenarioSpoof          = "spoof"
 )
 
 var allScenarios = []string{
-	scenarioBurstLimited, scenarioBurstUnlimited, scenarioRestart, scenarioSelfTrigger,
-	scenarioUnrelated, scenarioRefresh, scenarioOutage,
+	scenarioIdle, scenarioBurstLimited, scenarioBurstUnlimited, scenarioRestart, scenarioSelfTrigger,
+	scenarioUnrelated, scenarioSpoof, scenarioRefresh, scenarioOutage,
 }
 
 // config holds the benchmark's flags.
@@ -307,6 +310,10 @@ func (b *bench) runScenario(ctx context.Context, name string, later []string) er
 		return b.selfTrigger(ctx)
 	case scenarioUnrelated:
 		return b.unrelatedSecrets(ctx)
+	case scenarioSpoof:
+		return b.spoof(ctx)
+	case scenarioIdle:
+		return b.idle(ctx)
 	case scenarioRefresh:
 		return b.refresh(ctx)
 	case scenarioOutage:

@@ -61,7 +61,6 @@ const (
 	newTokenWrites       = 3
 	refreshWrites        = 2
 	unrelatedGrowthMiB   = 10
-	rssLimitMiB          = 128
 	outageRequestsPer5m  = 10
 	recoveryTarget       = 30 * time.Second
 )
@@ -134,12 +133,17 @@ func (b *bench) ensureNamespace(ctx context.Context, name string) error {
 // createTokens creates N API-key Secrets and OpsnowTokens in ns, each Secret
 // just before its token, and returns when each token was created.
 func (b *bench) createTokens(ctx context.Context, ns string) (map[types.NamespacedName]time.Time, error) {
+	return b.createTokensN(ctx, ns, b.cfg.n)
+}
+
+// createTokensN is createTokens for n tokens.
+func (b *bench) createTokensN(ctx context.Context, ns string, n int) (map[types.NamespacedName]time.Time, error) {
 	if err := b.ensureNamespace(ctx, ns); err != nil {
 		return nil, err
 	}
 	var mu sync.Mutex
-	created := make(map[types.NamespacedName]time.Time, b.cfg.n)
-	err := b.parallel(ctx, b.cfg.n, func(ctx context.Context, i int) error {
+	created := make(map[types.NamespacedName]time.Time, n)
+	err := b.parallel(ctx, n, func(ctx context.Context, i int) error {
 		key := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: apiKeyName(i)},
 			StringData: map[string]string{authv1alpha1.DefaultAPIKeyKey: "bench-key-" + ns + "-" + strconv.Itoa(i)},
@@ -268,10 +272,7 @@ func (b *bench) burst(ctx context.Context, rate float64, ns string) error {
 
 	b.rep.add(scenario, fmt.Sprintf("create %d tokens (%d clients)", n, b.cfg.clients), createdIn.Seconds(), unitSeconds)
 	if rate == 0 {
-		target := burstUnlimitedTarget
-		if n > 1000 {
-			target = time.Duration(float64(target) * float64(n) / 1000)
-		}
+		target := burstUnlimitedTargetFor(n)
 		b.rep.check(scenario, "first create → all Ready", allReady.Seconds(), unitSeconds,
 			fmt.Sprintf("≤ %s", target), allReady <= target)
 	} else {
@@ -324,16 +325,18 @@ func (b *bench) addWrites(scenario, per string, w map[string]float64, count floa
 
 // addUsage reports the manager's CPU time between two snapshots of the
 // same process and its memory at the second.
-func (b *bench) addUsage(scenario string, u0, u1 usage, rssTarget bool) {
+func (b *bench) addUsage(scenario string, u0, u1 usage, withTarget bool) {
 	b.rep.add(scenario, "manager CPU time", u1.CPU-u0.CPU, unitSeconds)
-	if rssTarget {
-		b.rep.check(scenario, "manager RSS", mib(u1.RSS), unitMiB, fmt.Sprintf("≤ %d MiB", rssLimitMiB), mib(u1.RSS) <= rssLimitMiB)
+	if withTarget {
+		limit := rssTarget(b.cfg.n)
+		b.rep.check(scenario, "manager RSS", mib(u1.RSS), unitMiB, fmt.Sprintf("≤ %g MiB", limit), mib(u1.RSS) <= limit)
 	} else {
 		b.rep.add(scenario, "manager RSS", mib(u1.RSS), unitMiB)
 	}
 	b.rep.add(scenario, "manager RSS anonymous (RssAnon)", mib(u1.Anon), unitMiB)
 	b.rep.add(scenario, "manager peak RSS (VmHWM)", mib(u1.Peak), unitMiB)
 	b.rep.add(scenario, "manager Go heap", mib(u1.Heap), unitMiB)
+	b.saveHeapProfile(context.Background(), scenario)
 }
 
 // ensureTokens makes sure N Ready tokens exist in nsMain, for scenarios run
