@@ -224,9 +224,7 @@ func TestAdmissionGuardRefusesForbiddenWrites(t *testing.T) {
 	}
 	for _, name := range []string{"legacy", "decoy"} {
 		t.Run("update foreign Secret "+name+" to take it over", func(t *testing.T) {
-			s := f.managerGet(name)
-			takeOver(s)
-			wantGuardDenial(t, f.asManager.Update(ctx, s, client.DryRunAll), guardForeignUpdate)
+			wantGuardDenial(t, patchSecret(f.asManager, f.managerGet(name), takeOver, client.DryRunAll), guardForeignUpdate)
 		})
 		t.Run("delete foreign Secret "+name, func(t *testing.T) {
 			s := f.managerGet(name)
@@ -249,9 +247,7 @@ func TestAdmissionGuardRefusesForbiddenWrites(t *testing.T) {
 		{"drop its controller reference", func(s *corev1.Secret) { s.OwnerReferences = nil }, guardNoController},
 	} {
 		t.Run("update own Secret to "+c.name, func(t *testing.T) {
-			s := f.managerGet("own")
-			c.mutate(s)
-			wantGuardDenial(t, f.asManager.Update(ctx, s, client.DryRunAll), c.reason)
+			wantGuardDenial(t, patchSecret(f.asManager, f.managerGet("own"), c.mutate, client.DryRunAll), c.reason)
 		})
 	}
 }
@@ -267,16 +263,18 @@ func TestAdmissionGuardAllowsTheManagersWrites(t *testing.T) {
 	if err := f.asManager.Create(ctx, s); err != nil {
 		t.Fatalf("create a target Secret as the manager: %v", err)
 	}
-	s.Data[authv1alpha1.SecretTokenKey] = []byte("demo.refreshed")
-	if err := f.asManager.Update(ctx, s); err != nil {
+	if err := patchSecret(f.asManager, s, func(s *corev1.Secret) {
+		s.Data[authv1alpha1.SecretTokenKey] = []byte("demo.refreshed")
+	}); err != nil {
 		t.Fatalf("update a target Secret as the manager: %v", err)
 	}
 
 	update(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "billing"}},
 		func(s *corev1.Secret) { delete(s.Labels, authv1alpha1.ManagedByLabel) })
 	s = f.managerGet("billing")
-	s.Labels[authv1alpha1.ManagedByLabel] = authv1alpha1.ManagedByValue
-	if err := f.asManager.Update(ctx, s); err != nil {
+	if err := patchSecret(f.asManager, s, func(s *corev1.Secret) {
+		s.Labels[authv1alpha1.ManagedByLabel] = authv1alpha1.ManagedByValue
+	}); err != nil {
 		t.Fatalf("put back the managed-by label as the manager: %v", err)
 	}
 
@@ -312,8 +310,9 @@ func TestAdmissionGuardLeavesOtherIdentitiesAlone(t *testing.T) {
 			if err := c.Create(ctx, plain); err != nil {
 				t.Fatalf("create an unlabelled Opaque Secret: %v", err)
 			}
-			plain.Data = map[string][]byte{"password": []byte("changed")}
-			if err := c.Update(ctx, plain); err != nil {
+			if err := patchSecret(c, plain, func(s *corev1.Secret) {
+				s.Data = map[string][]byte{"password": []byte("changed")}
+			}); err != nil {
 				t.Errorf("update a foreign Secret: %v", err)
 			}
 			if err := c.Delete(ctx, plain); err != nil {
@@ -350,4 +349,12 @@ func TestAdmissionGuardLetsTheManagerKeepItsSecrets(t *testing.T) {
 			fmt.Sprintf("new Secret written: %t, old Secret still there: %t", moved != nil, old != nil)
 	})
 	h.waitReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+}
+
+// patchSecret changes s with mutate as the manager writes Secrets: a merge
+// patch under the resourceVersion it was read at.
+func patchSecret(c client.Client, s *corev1.Secret, mutate func(*corev1.Secret), opts ...client.PatchOption) error {
+	base := s.DeepCopy()
+	mutate(s)
+	return c.Patch(context.Background(), s, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), opts...)
 }

@@ -48,15 +48,20 @@ type inputs struct {
 
 	// SecretName is the target Secret's name.
 	SecretName string
-	// Secret is the target Secret, nil when it does not exist.
+	// Secret is the target Secret, nil when it does not exist. Its data is
+	// there only when it was read from the API server (checkedSecret).
 	Secret *corev1.Secret
 	// SecretConflict is set when a Secret of that name exists and is not
 	// controlled by this OpsnowToken; Secret is nil then.
 	SecretConflict bool
 	// Held is what the target Secret holds; Intact is false when the Secret
 	// is absent or its data no longer matches what the operator wrote.
+	// Held.Token is empty unless the data was read.
 	Held   heldToken
 	Intact bool
+	// SecretVersion is the target Secret's resourceVersion when its content
+	// is known to be intact, "" otherwise.
+	SecretVersion string
 	// Orphans are other Secrets this OpsnowToken controls: left behind by
 	// a change of spec.secretName.
 	Orphans []orphan
@@ -92,10 +97,10 @@ func (in inputs) refreshRequest() string {
 	return in.Token.Annotations[authv1alpha1.RefreshRequestedAtAnnotation]
 }
 
-// gather reads the OpsnowToken's world: the target Secret (from the cache,
-// and from the API server when the cache may be behind the operator's own
-// last write), the API-key Secret's version, the key itself only when it may
-// have changed, and what this reconciler remembers. Only reads of the
+// gather reads the OpsnowToken's world: the target Secret (its metadata
+// from the cache, its data from the API server only when checkSecret must),
+// the API-key Secret's version, the key itself only when it may have
+// changed, and what this reconciler remembers. Only reads of the
 // cluster can fail here, and nothing has been sent or written yet.
 func (r *OpsnowTokenReconciler) gather(ctx context.Context, tok *authv1alpha1.OpsnowToken) (inputs, error) {
 	key := client.ObjectKeyFromObject(tok)
@@ -115,29 +120,57 @@ func (r *OpsnowTokenReconciler) gather(ctx context.Context, tok *authv1alpha1.Op
 		return in, nil
 	}
 
-	secret, conflict, cached, err := r.targetSecret(ctx, tok, in.SecretName)
+	secret, conflict, err := r.targetSecret(ctx, tok, in.SecretName)
 	if err != nil {
 		return in, err
 	}
-	in.setSecret(secret, conflict)
+	in.Secret, in.SecretConflict = secret, conflict
+	if err := r.checkSecret(ctx, &in, mem); err != nil {
+		return in, err
+	}
 	in.APIKeyVersion = r.apiKeyVersion(ctx, tok)
 	r.readAPIKeyIfChanged(ctx, &in, mem)
-	if cached && !in.SecretConflict && refreshCause(in) != "" {
-		// The cache may be behind the operator's own last write: a Secret
-		// event can come before the cache holds the new token. Confirming
-		// against the API server keeps that from costing a second request.
-		secret, conflict, err = r.liveTargetSecret(ctx, tok, client.ObjectKey{Namespace: tok.Namespace, Name: in.SecretName})
-		if err != nil {
-			return in, err
-		}
-		in.setSecret(secret, conflict)
-		r.readAPIKeyIfChanged(ctx, &in, mem)
-	}
 	if in.SecretConflict {
 		return in, nil
 	}
 	in.Orphans, err = r.orphanSecrets(ctx, tok, in.SecretName)
 	return in, err
+}
+
+// checkSecret tells what the target Secret holds. Its data is read only
+// when its resourceVersion is not one whose content this reconciler wrote
+// or already checked: after a restart, an edit by someone else, or when
+// the cache is behind the operator's own last write. On the steady path
+// (a routine refresh, a wake-up with nothing due) nothing is read.
+func (r *OpsnowTokenReconciler) checkSecret(ctx context.Context, in *inputs, mem tokenMemory) error {
+	if in.Secret == nil {
+		return nil
+	}
+	if in.Secret.ResourceVersion == mem.secretVersion {
+		in.Held, in.Intact = readHeldAnnotations(in.Secret.Annotations)
+		if in.Intact {
+			in.SecretVersion = mem.secretVersion
+		}
+		return nil
+	}
+	live := &corev1.Secret{}
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(in.Secret), live); err != nil {
+		if apierrors.IsNotFound(err) {
+			in.Secret = nil
+			return nil
+		}
+		return fmt.Errorf("get target Secret: %w", err)
+	}
+	if !metav1.IsControlledBy(live, in.Token) {
+		in.Secret, in.SecretConflict = nil, true
+		return nil
+	}
+	in.Secret = live
+	in.Held, in.Intact = readHeldToken(live)
+	if in.Intact {
+		in.SecretVersion = live.ResourceVersion
+	}
+	return nil
 }
 
 // readAPIKeyIfChanged reads the API key when the held token may have been
@@ -186,66 +219,34 @@ func (r *OpsnowTokenReconciler) freshToken(ctx context.Context, tok *authv1alpha
 	return live, nil
 }
 
-// setSecret records the target Secret and what it holds.
-func (in *inputs) setSecret(s *corev1.Secret, conflict bool) {
-	in.Secret, in.SecretConflict = s, conflict
-	in.Held, in.Intact = heldToken{}, false
-	if s != nil {
-		in.Held, in.Intact = readHeldToken(s)
-	}
-}
-
-// targetSecret returns the target Secret (nil when it does not exist),
-// whether a Secret of that name exists that tok does not control, and
-// whether the answer came from the cache. Only Secrets labelled as managed
-// are cached; one missing from the cache is looked up on the API server.
-func (r *OpsnowTokenReconciler) targetSecret(ctx context.Context, tok *authv1alpha1.OpsnowToken, name string) (s *corev1.Secret, conflict, cached bool, err error) {
+// targetSecret returns the target Secret's metadata as a Secret without
+// data (nil when it does not exist) and whether a Secret of that name
+// exists that tok does not control. The metadata cache answers; a Secret it
+// does not hold yet (just created) is looked up on the API server.
+func (r *OpsnowTokenReconciler) targetSecret(ctx context.Context, tok *authv1alpha1.OpsnowToken, name string) (*corev1.Secret, bool, error) {
 	key := client.ObjectKey{Namespace: tok.Namespace, Name: name}
-	s = &corev1.Secret{}
-	err = r.client.Get(ctx, key, s)
-	switch {
-	case err == nil:
-		if !metav1.IsControlledBy(s, tok) {
-			return nil, true, true, nil
-		}
-		return s, false, true, nil
-	case apierrors.IsNotFound(err):
-		// Absent, not labelled as ours, or ours but not cached yet.
-		s, conflict, err = r.liveTargetSecret(ctx, tok, key)
-		return s, conflict, false, err
-	default:
-		return nil, false, false, fmt.Errorf("get target Secret: %w", err)
-	}
-}
-
-// liveTargetSecret reads the target Secret from the API server: metadata
-// first, so that a foreign Secret's data is never read.
-func (r *OpsnowTokenReconciler) liveTargetSecret(ctx context.Context, tok *authv1alpha1.OpsnowToken, key client.ObjectKey) (*corev1.Secret, bool, error) {
 	m := secretMetadataObject()
-	if err := r.apiReader.Get(ctx, key, m); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("get target Secret metadata: %w", err)
+	err := r.secretMetadata.Get(ctx, key, m)
+	if apierrors.IsNotFound(err) {
+		err = r.apiReader.Get(ctx, key, m)
 	}
-	if !metav1.IsControlledBy(m, tok) {
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("get target Secret metadata: %w", err)
+	case !metav1.IsControlledBy(m, tok):
 		return nil, true, nil
 	}
-	s := &corev1.Secret{}
-	if err := r.apiReader.Get(ctx, key, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("get target Secret: %w", err)
-	}
-	return s, false, nil
+	return &corev1.Secret{ObjectMeta: m.ObjectMeta}, false, nil
 }
 
 // orphanSecrets lists the cached Secrets tok controls other than the target:
 // what a change of spec.secretName left behind.
 func (r *OpsnowTokenReconciler) orphanSecrets(ctx context.Context, tok *authv1alpha1.OpsnowToken, target string) ([]orphan, error) {
-	var list corev1.SecretList
-	if err := r.client.List(ctx, &list, client.InNamespace(tok.Namespace),
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := r.secretMetadata.List(ctx, list, client.InNamespace(tok.Namespace),
 		client.MatchingFields{secretControllerIndex: string(tok.UID)}); err != nil {
 		return nil, fmt.Errorf("list Secrets of the OpsnowToken: %w", err)
 	}

@@ -23,14 +23,15 @@ package controller_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -697,9 +698,12 @@ func TestLifecycleMetrics(t *testing.T) {
 
 // --- cache discipline -----------------------------------------------------
 
-// The manager caches only the Secrets it manages: unrelated Secrets, the
-// API-key Secret among them, are not in its cache, whatever their size.
-func TestLifecycleCacheHoldsOnlyManagedSecrets(t *testing.T) {
+// The manager holds no Secret's data, whatever its labels: Secrets are
+// watched by metadata only, and of that it keeps only names and versions,
+// plus the operator's own labels and annotations of the Secrets an
+// OpsnowToken controls. A look-alike labelled as the operator's keeps
+// nothing more than an unrelated Secret.
+func TestLifecycleCacheHoldsNoSecretData(t *testing.T) {
 	requireControlPlane(t)
 	h, _ := lcReadyToken(t)
 	ctx := context.Background()
@@ -713,59 +717,54 @@ func TestLifecycleCacheHoldsOnlyManagedSecrets(t *testing.T) {
 			t.Fatalf("create unrelated Secret: %v", err)
 		}
 	}
-	// A Secret the manager writes afterwards is cached: the cache is live.
-	h.createToken("second", lcAPIKeySecret)
-	h.waitReady("second", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
-
-	var cached corev1.SecretList
-	h.eventually("both target Secrets in the manager's cache", func() (bool, string) {
-		if err := h.mgr.GetCache().List(ctx, &cached, client.InNamespace(h.ns)); err != nil {
-			return false, err.Error()
-		}
-		return len(cached.Items) >= 2, fmt.Sprintf("%d cached Secrets", len(cached.Items))
-	})
-	if got := h.server.Requests(); got != 2 {
-		t.Errorf("token requests: got %d, want 2 (one per OpsnowToken)", got)
-	}
-	var names []string
-	for _, s := range cached.Items {
-		names = append(names, s.Name)
-		if s.Labels[authv1alpha1.ManagedByLabel] != authv1alpha1.ManagedByValue {
-			t.Errorf("cached Secret %s: labels %v, want only Secrets managed by the operator", s.Name, s.Labels)
-		}
-	}
-	if len(cached.Items) != 2 {
-		t.Errorf("cached Secrets: got %v, want exactly the two target Secrets", names)
-	}
-
-	// A Secret that claims to be the operator's by its label, but that no
-	// OpsnowToken controls, is cached without its data.
 	spoof := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "look-alike",
-			Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue}},
+			Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+				authv1alpha1.TokenLabel: "billing"},
+			Annotations: map[string]string{"auth.opsnow.io/expires-at": "2030-01-01T00:00:00Z",
+				"note": strings.Repeat("y", 64<<10)}},
 		Data: map[string][]byte{"blob": bytes.Repeat([]byte{'x'}, 256<<10)},
 	}
 	if err := k8s.Create(ctx, spoof); err != nil {
 		t.Fatalf("create look-alike Secret: %v", err)
 	}
-	h.eventually("the look-alike Secret cached without its data", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := h.mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(spoof), s); err != nil {
-			return false, err.Error()
-		}
-		return len(s.Data) == 0, fmt.Sprintf("cached with %d data keys", len(s.Data))
-	})
-	for _, s := range cached.Items {
-		if len(s.Data) == 0 {
-			t.Errorf("target Secret %s cached without its data", s.Name)
-		}
+	// A Secret the manager writes afterwards is seen: the cache is live.
+	h.createToken("second", lcAPIKeySecret)
+	h.waitReady("second", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	if got := h.server.Requests(); got != 2 {
+		t.Errorf("token requests: got %d, want 2 (one per OpsnowToken)", got)
 	}
 
-	// A read through the manager's client is served by the same cache: the
-	// API-key Secret is not there.
-	err := h.mgr.GetClient().Get(ctx, client.ObjectKey{Namespace: h.ns, Name: lcAPIKeySecret}, &corev1.Secret{})
-	if !apierrors.IsNotFound(err) {
-		t.Errorf("API-key Secret through the manager's client: got %v, want NotFound (not cached)", err)
+	// No typed Secret informer exists, and reading one through the
+	// manager's cache fails rather than starting one.
+	err := h.mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(spoof), &corev1.Secret{})
+	var notCached *cache.ErrResourceNotCached
+	if !errors.As(err, &notCached) {
+		t.Errorf("a Secret read through the manager's cache: got %v, want ErrResourceNotCached", err)
+	}
+
+	metadata := h.reconciler.SecretMetadata()
+	get := func(name string) *metav1.PartialObjectMetadata {
+		t.Helper()
+		m := &metav1.PartialObjectMetadata{}
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		h.eventually("Secret "+name+" in the metadata cache", func() (bool, string) {
+			err := metadata.Get(ctx, client.ObjectKey{Namespace: h.ns, Name: name}, m)
+			return err == nil, fmt.Sprint(err)
+		})
+		return m
+	}
+	for _, name := range []string{"look-alike", "unrelated-0", lcAPIKeySecret} {
+		if m := get(name); m.Labels != nil || m.Annotations != nil || m.OwnerReferences != nil || m.ManagedFields != nil {
+			t.Errorf("Secret %s: cached with metadata beyond its identity: %+v", name, m.ObjectMeta)
+		}
+	}
+	for _, name := range []string{"billing", "second"} {
+		m := get(name)
+		if m.Annotations["auth.opsnow.io/expires-at"] == "" || m.Labels[authv1alpha1.ManagedByLabel] == "" ||
+			metav1.GetControllerOf(m) == nil {
+			t.Errorf("target Secret %s: cached without the operator's labels, annotations or controller: %+v", name, m.ObjectMeta)
+		}
 	}
 }
 

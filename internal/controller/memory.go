@@ -27,7 +27,8 @@ import (
 // must survive one (the token, the inputs it was issued for, the refresh
 // request it answered, the failure count and retry time) lives in the
 // target Secret and in status. Losing this costs at most one extra API-key
-// read, or one more token request for a minted token whose write failed.
+// read, one read of the target Secret's data, or one more token request for
+// a minted token whose write failed.
 type tokenMemory struct {
 	// apiKeyMatchedVersion is an API-key Secret resourceVersion whose key
 	// was read and found to be the one the held token was issued for, so
@@ -45,6 +46,10 @@ type tokenMemory struct {
 	// statusVersion is the resourceVersion returned by the last status
 	// patch; a cached OpsnowToken older than that lacks the patch.
 	statusVersion string
+	// secretVersion is the target Secret's resourceVersion whose content
+	// the operator wrote or read and found intact: while the cache shows
+	// that version, the Secret's data need not be read again.
+	secretVersion string
 }
 
 // memories holds the tokenMemory of every OpsnowToken, keyed by namespace and name.

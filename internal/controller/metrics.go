@@ -17,56 +17,133 @@ limitations under the License.
 package controller
 
 import (
+	"context"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 )
 
+// The per-token series are made at scrape time from the cached OpsnowTokens
+// and the refresh counts, rather than stored as series of their own: a
+// stored series costs about 400 bytes a token for each of the three, the
+// largest part of a token's memory after the cache. A scrape builds them
+// and lets them go.
 var (
-	refreshTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "opsnow_token_refresh_total",
-		Help: "Token exchanges by OpsnowToken and result (success or failure).",
-	}, []string{"namespace", "name", "result"})
-
-	expiryTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "opsnow_token_expiry_timestamp_seconds",
-		Help: "Unix time at which the token now in the target Secret expires.",
-	}, []string{"namespace", "name"})
-
-	nextRefreshTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "opsnow_token_next_refresh_timestamp_seconds",
-		Help: "Unix time of the next planned refresh or retry.",
-	}, []string{"namespace", "name"})
-
+	refreshTotalDesc = prometheus.NewDesc("opsnow_token_refresh_total",
+		"Token exchanges by OpsnowToken and result (success or failure).",
+		[]string{"namespace", "name", "result"}, nil)
+	expiryTimestampDesc = prometheus.NewDesc("opsnow_token_expiry_timestamp_seconds",
+		"Unix time at which the token now in the target Secret expires.",
+		[]string{"namespace", "name"}, nil)
+	nextRefreshTimestampDesc = prometheus.NewDesc("opsnow_token_next_refresh_timestamp_seconds",
+		"Unix time of the next planned refresh or retry.",
+		[]string{"namespace", "name"}, nil)
 	exchangeDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "opsnow_token_exchange_duration_seconds",
 		Help:    "Duration of HTTP token exchanges with OpsNow.",
 		Buckets: []float64{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
+	// tokenSeries is the collector of the per-token series; the manager's
+	// reconciler gives it its cache and counts.
+	tokenSeries = &tokenCollector{}
 )
 
 func init() {
-	metrics.Registry.MustRegister(refreshTotal, expiryTimestamp, nextRefreshTimestamp, exchangeDuration)
+	metrics.Registry.MustRegister(exchangeDuration, tokenSeries)
 }
 
-// recordTokenMetrics sets the gauges from status.
-func recordTokenMetrics(tok *authv1alpha1.OpsnowToken) {
-	if t := tok.Status.ExpiresAt; t != nil {
-		expiryTimestamp.WithLabelValues(tok.Namespace, tok.Name).Set(float64(t.Unix()))
-	}
-	if t := tok.Status.NextRefreshTime; t != nil {
-		nextRefreshTimestamp.WithLabelValues(tok.Namespace, tok.Name).Set(float64(t.Unix()))
+// refreshCounts counts the token exchanges of each OpsnowToken by result,
+// for as long as the OpsnowToken exists.
+type refreshCounts struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName][2]uint64 // success, failure
+}
+
+func newRefreshCounts() *refreshCounts {
+	return &refreshCounts{m: map[types.NamespacedName][2]uint64{}}
+}
+
+func (c *refreshCounts) add(key types.NamespacedName, success bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.m[key]
+	if success {
+		n[0]++
 	} else {
-		nextRefreshTimestamp.DeleteLabelValues(tok.Namespace, tok.Name)
+		n[1]++
 	}
+	c.m[key] = n
 }
 
-// deleteTokenMetrics drops the series of a deleted OpsnowToken.
-func deleteTokenMetrics(key types.NamespacedName) {
-	labels := prometheus.Labels{"namespace": key.Namespace, "name": key.Name}
-	refreshTotal.DeletePartialMatch(labels)
-	expiryTimestamp.Delete(labels)
-	nextRefreshTimestamp.Delete(labels)
+func (c *refreshCounts) get(key types.NamespacedName) ([2]uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.m[key]
+	return n, ok
+}
+
+func (c *refreshCounts) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
+}
+
+// tokenCollector makes the per-token series of the OpsnowTokens in a cache.
+type tokenCollector struct {
+	mu     sync.Mutex
+	tokens client.Reader
+	counts *refreshCounts
+}
+
+// use makes the collector report the tokens of reader with counts: the
+// reconciler running in this process.
+func (c *tokenCollector) use(reader client.Reader, counts *refreshCounts) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tokens, c.counts = reader, counts
+}
+
+// Describe implements prometheus.Collector.
+func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refreshTotalDesc
+	ch <- expiryTimestampDesc
+	ch <- nextRefreshTimestampDesc
+}
+
+// Collect implements prometheus.Collector: the series of every cached
+// OpsnowToken, read without copying the cache.
+func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	reader, counts := c.tokens, c.counts
+	c.mu.Unlock()
+	if reader == nil {
+		return
+	}
+	var list authv1alpha1.OpsnowTokenList
+	if err := reader.List(context.Background(), &list, client.UnsafeDisableDeepCopy); err != nil {
+		ch <- prometheus.NewInvalidMetric(expiryTimestampDesc, err)
+		return
+	}
+	for i := range list.Items {
+		tok := &list.Items[i]
+		if n, ok := counts.get(types.NamespacedName{Namespace: tok.Namespace, Name: tok.Name}); ok {
+			if n[0] > 0 {
+				ch <- prometheus.MustNewConstMetric(refreshTotalDesc, prometheus.CounterValue, float64(n[0]), tok.Namespace, tok.Name, "success")
+			}
+			if n[1] > 0 {
+				ch <- prometheus.MustNewConstMetric(refreshTotalDesc, prometheus.CounterValue, float64(n[1]), tok.Namespace, tok.Name, "failure")
+			}
+		}
+		if t := tok.Status.ExpiresAt; t != nil {
+			ch <- prometheus.MustNewConstMetric(expiryTimestampDesc, prometheus.GaugeValue, float64(t.Unix()), tok.Namespace, tok.Name)
+		}
+		if t := tok.Status.NextRefreshTime; t != nil {
+			ch <- prometheus.MustNewConstMetric(nextRefreshTimestampDesc, prometheus.GaugeValue, float64(t.Unix()), tok.Namespace, tok.Name)
+		}
+	}
 }

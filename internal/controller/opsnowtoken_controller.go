@@ -110,6 +110,8 @@ type OpsnowTokenReconciler struct {
 	recovery *endpointRecovery
 	// memory holds per-token facts that need no persistence.
 	memory *memories
+	// refreshCounts backs the opsnow_token_refresh_total series.
+	refreshCounts *refreshCounts
 }
 
 // NewOpsnowTokenReconciler builds a reconciler and all its internal state.
@@ -139,6 +141,7 @@ func NewOpsnowTokenReconciler(o Options) *OpsnowTokenReconciler {
 		limiter:         NewEndpointRateLimiter(o.TokenRequestRate),
 		recovery:        newEndpointRecovery(),
 		memory:          newMemories(),
+		refreshCounts:   newRefreshCounts(),
 	}
 }
 
@@ -159,7 +162,7 @@ const (
 // extending an event series.
 // +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.opsnow.io,resources=opsnowtokens/status,verbs=patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one OpsnowToken's target Secret and status up to date:
@@ -185,11 +188,15 @@ func (r *OpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	p := decide(in)
 	out := r.act(ctx, in, p)
 	s := summarize(in, p, out)
-	r.remember(in, p, s)
+	r.remember(in, p, out, s)
 	r.record(ctx, in, p, out, s)
 	r.scheduler.schedule(req.NamespacedName, s.WakeAt)
 	return ctrl.Result{}, r.patchStatus(ctx, tok, s.Status)
 }
+
+// SecretMetadata is the cache of Secret metadata the reconciler reads: all
+// the manager holds of any Secret.
+func (r *OpsnowTokenReconciler) SecretMetadata() client.Reader { return r.secretMetadata }
 
 // getToken returns the OpsnowToken, nil when it is gone, with the newest
 // status this reconciler knows of.
@@ -215,9 +222,17 @@ func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outc
 	case actWritePending:
 		r.writeToken(ctx, in, *in.Pending, &out)
 	case actKeep:
-		// Puts back labels or annotations of the operator's that were
-		// edited away; writes nothing when the Secret is as written.
-		if err := r.writeSecret(ctx, in, in.Held); err != nil {
+		// Puts back what of the operator's was edited: its labels and
+		// annotations, and, when the data was read (it changed since the
+		// operator last saw it), the data too. Writes nothing when the
+		// Secret is as written.
+		var err error
+		if in.Held.Token != "" {
+			err = r.writeSecret(ctx, in, in.Held, &out)
+		} else {
+			err = r.writeSecretMetadata(ctx, in, &out)
+		}
+		if err != nil {
 			out.Err = err
 		}
 		if in.APIKey != nil && in.APIKeyErr == nil {
@@ -229,8 +244,26 @@ func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outc
 	if out.Err == nil && (p.Action == actKeep || out.Issued != nil) {
 		out.Deleted, out.Err = r.deleteOrphans(ctx, in)
 	}
+	if out.Err != nil {
+		out.HeldToken = r.heldTokenToRedact(ctx, in)
+	}
 	out.Now = r.clock.Now()
 	return out
+}
+
+// heldTokenToRedact returns the token the target Secret holds, so that a
+// failure message quoting it can be redacted. The cache holds no Secret
+// data, so on this failure path alone it is read; an empty answer when it
+// cannot be.
+func (r *OpsnowTokenReconciler) heldTokenToRedact(ctx context.Context, in inputs) string {
+	if in.Held.Token != "" || in.Secret == nil {
+		return in.Held.Token
+	}
+	s := &corev1.Secret{}
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(in.Secret), s); err != nil || !metav1.IsControlledBy(s, in.Token) {
+		return ""
+	}
+	return string(s.Data[authv1alpha1.SecretTokenKey])
 }
 
 // refresh takes a request slot, reads the API key, exchanges it and writes
@@ -274,7 +307,7 @@ func (r *OpsnowTokenReconciler) refresh(ctx context.Context, in inputs, out *out
 // succeeds, the token is kept in memory for the retry.
 func (r *OpsnowTokenReconciler) writeToken(ctx context.Context, in inputs, minted heldToken, out *outcome) {
 	key := client.ObjectKeyFromObject(in.Token)
-	if err := r.writeSecret(ctx, in, minted); err != nil {
+	if err := r.writeSecret(ctx, in, minted, out); err != nil {
 		r.memory.update(key, func(m *tokenMemory) { m.pending = &minted })
 		out.Err = err
 		return
@@ -284,8 +317,9 @@ func (r *OpsnowTokenReconciler) writeToken(ctx context.Context, in inputs, minte
 }
 
 // writeSecret creates the target Secret or updates it to hold held, and
-// writes nothing when it already does. A refused write is SecretWriteFailed.
-func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held heldToken) error {
+// notes the resourceVersion written in out. A refused write is
+// SecretWriteFailed.
+func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held heldToken, out *outcome) error {
 	tok := in.Token
 	if in.Secret == nil {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: tok.Namespace, Name: in.SecretName}}
@@ -300,15 +334,41 @@ func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held
 		if err := r.client.Create(ctx, s); err != nil {
 			return secretWriteError("create", in.SecretName, err)
 		}
+		out.SecretVersion = s.ResourceVersion
 		return nil
 	}
-	s := in.Secret.DeepCopy()
-	if !desiredSecretContent(tok.Name, held, in.Secret.Annotations[tokenHashAnnotation]).apply(s) {
+	return r.patchSecret(ctx, in, desiredSecretContent(tok.Name, held, in.Secret.Annotations[tokenHashAnnotation]), out)
+}
+
+// writeSecretMetadata puts back the operator's labels and annotations of a
+// Secret whose token stays; its data is neither read nor written.
+func (r *OpsnowTokenReconciler) writeSecretMetadata(ctx context.Context, in inputs, out *outcome) error {
+	if in.Secret == nil || !in.Intact {
 		return nil
 	}
-	if err := r.client.Update(ctx, s); err != nil {
+	c := desiredSecretMetadata(in.Token.Name, in.Held, in.Secret.Annotations[tokenHashAnnotation])
+	return r.patchSecret(ctx, in, c, out)
+}
+
+// patchSecret changes the target Secret to have c, with a merge patch that
+// holds only what differs, under the resourceVersion it was read at: the
+// Secret's data need not be read to be replaced, and a Secret changed since
+// is a conflict retried on fresh inputs rather than overwritten.
+func (r *OpsnowTokenReconciler) patchSecret(ctx context.Context, in inputs, c secretContent, out *outcome) error {
+	base := &corev1.Secret{ObjectMeta: *in.Secret.ObjectMeta.DeepCopy(), Type: in.Secret.Type, Data: in.Secret.Data}
+	s := base.DeepCopy()
+	if !c.apply(s) {
+		out.SecretVersion = in.SecretVersion
+		return nil
+	}
+	if base.Data == nil && c.Data != nil {
+		// Unknown data: the patch replaces the operator's keys.
+		s.Type = base.Type
+	}
+	if err := r.client.Patch(ctx, s, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return secretWriteError("update", in.SecretName, err)
 	}
+	out.SecretVersion = s.ResourceVersion
 	return nil
 }
 
@@ -345,8 +405,13 @@ const maxMessageLength = 1024
 
 // remember keeps what the next reconcile needs and status does not hold:
 // the inputs of a failed attempt, so that a change of them ends the backoff.
-func (r *OpsnowTokenReconciler) remember(in inputs, p plan, s summary) {
+func (r *OpsnowTokenReconciler) remember(in inputs, p plan, out outcome, s summary) {
 	key := client.ObjectKeyFromObject(in.Token)
+	version := in.SecretVersion
+	if out.SecretVersion != "" {
+		version = out.SecretVersion
+	}
+	r.memory.update(key, func(m *tokenMemory) { m.secretVersion = version })
 	switch {
 	case s.Failure != nil:
 		r.memory.update(key, func(m *tokenMemory) { m.failedInputs, m.failedReason = inputsFingerprint(in), s.Failure.Reason })
@@ -362,7 +427,6 @@ func (r *OpsnowTokenReconciler) remember(in inputs, p plan, s summary) {
 func (r *OpsnowTokenReconciler) patchStatus(ctx context.Context, tok *authv1alpha1.OpsnowToken, status authv1alpha1.OpsnowTokenStatus) error {
 	next := tok.DeepCopy()
 	next.Status = status
-	recordTokenMetrics(next)
 	if equality.Semantic.DeepEqual(tok.Status, status) {
 		return nil
 	}
@@ -388,7 +452,7 @@ func (r *OpsnowTokenReconciler) record(ctx context.Context, in inputs, p plan, o
 		oldReason = c.Reason
 	}
 	if f := s.Failure; f != nil {
-		refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "failure").Inc()
+		r.refreshCounts.add(client.ObjectKeyFromObject(tok), false)
 		retry := s.Status.NextRefreshTime.UTC().Format(time.RFC3339)
 		log.Info("Token refresh failed", "reason", f.Reason, "message", f.Message,
 			"failedAttempts", s.Status.FailedAttempts, "retryAt", retry)
@@ -404,7 +468,7 @@ func (r *OpsnowTokenReconciler) record(ctx context.Context, in inputs, p plan, o
 			"Refreshing is suspended; the token in the Secret is not renewed")
 	}
 	if issued := out.Issued; issued != nil {
-		refreshTotal.WithLabelValues(tok.Namespace, tok.Name, "success").Inc()
+		r.refreshCounts.add(client.ObjectKeyFromObject(tok), true)
 		log.Info("Refreshed access token", "secret", in.SecretName, "cause", p.Cause,
 			"expiresAt", issued.ExpiresAt, "refreshAt", s.Schedule.RefreshAt)
 		// A planned refresh without earlier failures is routine: status
@@ -435,7 +499,7 @@ func (r *OpsnowTokenReconciler) forget(key types.NamespacedName) {
 	r.scheduler.cancel(key)
 	r.recovery.forget(key)
 	r.limiter.Forget(key, r.clock.Now())
-	deleteTokenMetrics(key)
+	r.refreshCounts.forget(key)
 }
 
 // eventRef refers to tok in events without its resourceVersion. Every status

@@ -480,3 +480,77 @@ func TestAPIKeySecretSelector(t *testing.T) {
 	w.expectRequests(1)
 	w.expectReady("billing", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
 }
+
+// The cache holds no Secret data. A routine refresh reads nothing from the
+// API server beyond the API key (one request, one Secret patch, one status
+// patch); a restarted manager reads each target Secret once, to check the
+// token it holds, and sends nothing; a Secret edited behind the operator's
+// back is read, found edited and replaced.
+func TestSecretDataIsReadOnlyWhenItMayHaveChanged(t *testing.T) {
+	w := newWorld(t)
+	w.createAPIKey("k1")
+	w.createToken("billing")
+	w.reconcile("billing")
+	w.expectRequests(1)
+
+	w.stepTo(w.token("billing").Status.NextRefreshTime.Time)
+	reads, writes := w.counters()
+	w.reconcile("billing")
+	w.expectRequests(2)
+	r2, w2 := w.counters()
+	// The API key is read for the exchange; the Secret is not read at all.
+	if r2-reads != 1 || w2-writes != 2 {
+		t.Errorf("routine refresh: %d live reads and %d writes, want 1 (the API key) and 2 (Secret, status)", r2-reads, w2-writes)
+	}
+
+	w.restart()
+	reads, writes = w.counters()
+	w.reconcile("billing")
+	w.expectRequests(0)
+	if r3, w3 := w.counters(); r3-reads != 1 || w3 != writes {
+		t.Errorf("first reconcile after a restart: %d live reads and %d writes, want 1 (the Secret) and 0", r3-reads, w3-writes)
+	}
+	reads, _ = w.counters()
+	w.reconcile("billing")
+	if r4, _ := w.counters(); r4 != reads {
+		t.Errorf("second reconcile after a restart: %d live reads, want 0", r4-reads)
+	}
+
+	s := w.secret("billing")
+	s.Data[authv1alpha1.SecretTokenKey] = []byte("edited")
+	if err := w.store.Update(w.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcile("billing")
+	w.expectRequests(1)
+	if got := string(w.secret("billing").Data[authv1alpha1.SecretTokenKey]); got == "edited" {
+		t.Errorf("edited Secret: token %q kept, want a new one", got)
+	}
+}
+
+// Operator's labels edited away are put back by a patch of the metadata
+// alone: the token stays, no token is requested, and others' labels stay.
+func TestLabelsPutBackWithoutTheData(t *testing.T) {
+	w := newWorld(t)
+	w.createAPIKey("k1")
+	w.createToken("billing")
+	w.reconcile("billing")
+	token := string(w.secret("billing").Data[authv1alpha1.SecretTokenKey])
+
+	s := w.secret("billing")
+	delete(s.Labels, authv1alpha1.TokenLabel)
+	s.Labels["team"] = "a"
+	if err := w.store.Update(w.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// The edit is the operator's to notice; its memory of the version it
+	// wrote makes it read the Secret once, then patch its labels.
+	w.reconcile("billing")
+	w.expectRequests(1)
+	got := w.secret("billing")
+	if got.Labels[authv1alpha1.TokenLabel] != "billing" || got.Labels["team"] != "a" ||
+		string(got.Data[authv1alpha1.SecretTokenKey]) != token {
+		t.Errorf("after the repair: labels %v, token %q; want the token label back, team kept, token %q",
+			got.Labels, got.Data[authv1alpha1.SecretTokenKey], token)
+	}
+}

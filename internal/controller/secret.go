@@ -146,21 +146,17 @@ type heldToken struct {
 	RefreshRequest string
 }
 
-// readHeldToken parses a target Secret written by the operator. It returns
-// false when the Secret's data no longer matches what the operator wrote
-// (edited or damaged): the token must then be replaced.
-func readHeldToken(s *corev1.Secret) (heldToken, bool) {
-	a := s.Annotations
+// readHeldAnnotations parses what the operator's annotations on a target
+// Secret say about the token it holds, without its data: enough to decide
+// when a Secret whose content is known to be intact (its resourceVersion is
+// one the operator wrote or checked) must be refreshed. Token is empty.
+func readHeldAnnotations(a map[string]string) (heldToken, bool) {
 	issuedAt, err1 := time.Parse(time.RFC3339, a[issuedAtAnnotation])
 	expiresAt, err2 := time.Parse(time.RFC3339, a[expiresAtAnnotation])
-	token := string(s.Data[authv1alpha1.SecretTokenKey])
-	expiresAtData := string(s.Data[authv1alpha1.SecretExpiresAtKey])
-	if err1 != nil || err2 != nil || token == "" || expiresAtData != a[expiresAtAnnotation] ||
-		!hashMatches(a[tokenHashAnnotation], tokenData(token, expiresAtData)) {
+	if err1 != nil || err2 != nil || a[tokenHashAnnotation] == "" {
 		return heldToken{}, false
 	}
 	return heldToken{
-		Token:          token,
 		IssuedAt:       issuedAt,
 		ExpiresAt:      expiresAt,
 		SpecHash:       a[specHashAnnotation],
@@ -168,6 +164,21 @@ func readHeldToken(s *corev1.Secret) (heldToken, bool) {
 		APIKeyVersion:  a[apiKeyVersionAnnotation],
 		RefreshRequest: a[refreshRequestAnnotation],
 	}, true
+}
+
+// readHeldToken parses a target Secret written by the operator, data
+// included. It returns false when the Secret's data no longer matches what
+// the operator wrote (edited or damaged): the token must then be replaced.
+func readHeldToken(s *corev1.Secret) (heldToken, bool) {
+	held, ok := readHeldAnnotations(s.Annotations)
+	token := string(s.Data[authv1alpha1.SecretTokenKey])
+	expiresAtData := string(s.Data[authv1alpha1.SecretExpiresAtKey])
+	if !ok || token == "" || expiresAtData != s.Annotations[expiresAtAnnotation] ||
+		!hashMatches(s.Annotations[tokenHashAnnotation], tokenData(token, expiresAtData)) {
+		return heldToken{}, false
+	}
+	held.Token = token
+	return held, true
 }
 
 // secretContent is the part of a target Secret the operator owns.
@@ -185,9 +196,20 @@ func desiredSecretContent(tokenName string, held heldToken, tokenHash string) se
 	if !hashMatches(tokenHash, tokenData(held.Token, expiresAt)) {
 		tokenHash = saltedHash(tokenData(held.Token, expiresAt))
 	}
+	c := desiredSecretMetadata(tokenName, held, tokenHash)
+	c.Data = map[string][]byte{
+		authv1alpha1.SecretTokenKey:     []byte(held.Token),
+		authv1alpha1.SecretExpiresAtKey: []byte(expiresAt),
+	}
+	return c
+}
+
+// desiredSecretMetadata is desiredSecretContent without the data: the
+// labels and annotations of a Secret whose token, hashed as tokenHash, stays.
+func desiredSecretMetadata(tokenName string, held heldToken, tokenHash string) secretContent {
 	annotations := map[string]string{
 		issuedAtAnnotation:      held.IssuedAt.UTC().Format(time.RFC3339),
-		expiresAtAnnotation:     expiresAt,
+		expiresAtAnnotation:     held.ExpiresAt.UTC().Format(time.RFC3339),
 		specHashAnnotation:      held.SpecHash,
 		apiKeyHashAnnotation:    held.APIKeyHash,
 		apiKeyVersionAnnotation: held.APIKeyVersion,
@@ -202,22 +224,33 @@ func desiredSecretContent(tokenName string, held heldToken, tokenHash string) se
 			authv1alpha1.TokenLabel:     tokenLabelValue(tokenName),
 		},
 		Annotations: annotations,
-		Data: map[string][]byte{
-			authv1alpha1.SecretTokenKey:     []byte(held.Token),
-			authv1alpha1.SecretExpiresAtKey: []byte(expiresAt),
-		},
 	}
 }
 
 // apply writes c into s, keeping labels and annotations others own (only
 // keys under auth.opsnow.io/ and the two labels are the operator's), and
-// reports whether s changed.
+// reports whether s changed. Data is written only when c has data; then
+// the Secret holds exactly the operator's keys.
 func (c secretContent) apply(s *corev1.Secret) bool {
-	changed := false
+	changed := c.applyMetadata(s)
+	if c.Data == nil {
+		return changed
+	}
 	if s.Type != corev1.SecretTypeOpaque {
 		s.Type = corev1.SecretTypeOpaque
 		changed = true
 	}
+	if !maps.EqualFunc(s.Data, c.Data, func(a, b []byte) bool { return string(a) == string(b) }) || len(s.StringData) > 0 {
+		s.Data = c.Data
+		s.StringData = nil
+		changed = true
+	}
+	return changed
+}
+
+// applyMetadata is apply for labels and annotations alone.
+func (c secretContent) applyMetadata(s *corev1.Secret) bool {
+	changed := false
 	if s.Labels == nil {
 		s.Labels = map[string]string{}
 	}
@@ -231,7 +264,7 @@ func (c secretContent) apply(s *corev1.Secret) bool {
 		s.Annotations = map[string]string{}
 	}
 	for k := range s.Annotations {
-		if _, keep := c.Annotations[k]; !keep && strings.HasPrefix(k, "auth.opsnow.io/") {
+		if _, keep := c.Annotations[k]; !keep && strings.HasPrefix(k, operatorKeyPrefix) {
 			delete(s.Annotations, k)
 			changed = true
 		}
@@ -242,10 +275,8 @@ func (c secretContent) apply(s *corev1.Secret) bool {
 			changed = true
 		}
 	}
-	if !maps.EqualFunc(s.Data, c.Data, func(a, b []byte) bool { return string(a) == string(b) }) || len(s.StringData) > 0 {
-		s.Data = c.Data
-		s.StringData = nil
-		changed = true
-	}
 	return changed
 }
+
+// operatorKeyPrefix marks the annotations (and labels) that are the operator's.
+const operatorKeyPrefix = "auth.opsnow.io/"

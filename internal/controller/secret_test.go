@@ -338,48 +338,61 @@ func TestSecretContentApply(t *testing.T) {
 	})
 }
 
-// The Secret cache keeps data only of Secrets an OpsnowToken controls.
-func TestKeepDataOfControlledSecrets(t *testing.T) {
-	data := map[string][]byte{"token": []byte("t")}
+// The Secret metadata cache keeps, of a Secret an OpsnowToken controls, the
+// controller reference and the operator's own labels and annotations; of
+// any other Secret, whatever it claims, only its identity and version.
+func TestKeepSecretMetadata(t *testing.T) {
 	controlled := metav1.OwnerReference{APIVersion: authv1alpha1.GroupVersion.String(), Kind: "OpsnowToken",
 		Name: "billing", UID: "u", Controller: ptr.To(true)}
-	tests := []struct {
-		name     string
-		refs     []metav1.OwnerReference
-		wantData bool
-	}{
-		{name: "controlled by an OpsnowToken", refs: []metav1.OwnerReference{controlled}, wantData: true},
-		{name: "no owner", wantData: false},
-		{name: "owned, not controlled", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
-			r := controlled
-			r.Controller = nil
-			return r
-		}()}, wantData: false},
-		{name: "controlled by another kind", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
-			r := controlled
-			r.Kind = "Certificate"
-			return r
-		}()}, wantData: false},
-		{name: "controlled by a look-alike group", refs: []metav1.OwnerReference{func() metav1.OwnerReference {
-			r := controlled
-			r.APIVersion = "auth.opsnow.io.evil.example/v1alpha1"
-			return r
-		}()}, wantData: false},
+	other := func(f func(*metav1.OwnerReference)) []metav1.OwnerReference {
+		r := controlled
+		f(&r)
+		return []metav1.OwnerReference{r}
 	}
+	tests := []struct {
+		name string
+		refs []metav1.OwnerReference
+		kept bool
+	}{
+		{name: "controlled by an OpsnowToken", refs: []metav1.OwnerReference{controlled}, kept: true},
+		{name: "no owner"},
+		{name: "owned, not controlled", refs: other(func(r *metav1.OwnerReference) { r.Controller = nil })},
+		{name: "controlled by another kind", refs: other(func(r *metav1.OwnerReference) { r.Kind = "Certificate" })},
+		{name: "controlled by a look-alike group", refs: other(func(r *metav1.OwnerReference) {
+			r.APIVersion = "auth.opsnow.io.evil.example/v1alpha1"
+		})},
+	}
+	big := strings.Repeat("x", 64<<10)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", OwnerReferences: tt.refs,
-				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}}, Data: data}
-			out, err := keepDataOfControlledSecrets(s)
+			m := secretMetadataObject()
+			m.ObjectMeta = metav1.ObjectMeta{Name: "s", Namespace: "ns", UID: "s-uid", ResourceVersion: "7",
+				OwnerReferences: tt.refs,
+				Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+					authv1alpha1.TokenLabel: "billing", "team": big},
+				Annotations:   map[string]string{expiresAtAnnotation: "2026-12-01T00:00:00Z", "note": big},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}},
+				Finalizers:    []string{"example.com/" + big[:100]},
+			}
+			out, err := keepSecretMetadata(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := out.(*corev1.Secret)
-			if (len(got.Data) > 0) != tt.wantData {
-				t.Errorf("data kept: got %t, want %t", len(got.Data) > 0, tt.wantData)
+			got := out.(*metav1.PartialObjectMetadata)
+			if got.Name != "s" || got.Namespace != "ns" || got.UID != "s-uid" || got.ResourceVersion != "7" ||
+				got.GroupVersionKind().Kind != "Secret" {
+				t.Errorf("identity: got %+v", got.ObjectMeta)
 			}
-			if got.ManagedFields != nil {
-				t.Errorf("managed fields kept: %v", got.ManagedFields)
+			if got.ManagedFields != nil || got.Finalizers != nil || got.Labels["team"] != "" || got.Annotations["note"] != "" {
+				t.Errorf("kept what no reader needs: %+v", got.ObjectMeta)
+			}
+			kept := got.Labels[authv1alpha1.TokenLabel] == "billing" && got.Annotations[expiresAtAnnotation] != "" &&
+				metav1.IsControlledBy(got, &metav1.ObjectMeta{UID: "u"})
+			if kept != tt.kept {
+				t.Errorf("operator's labels, annotations and controller kept: got %t, want %t (%+v)", kept, tt.kept, got.ObjectMeta)
+			}
+			if !tt.kept && (got.Labels != nil || got.Annotations != nil || got.OwnerReferences != nil) {
+				t.Errorf("a Secret no OpsnowToken controls keeps metadata: %+v", got.ObjectMeta)
 			}
 		})
 	}

@@ -566,17 +566,19 @@ var (
 	// managerRules is config/rbac/role.yaml, generated from the
 	// +kubebuilder:rbac markers of the reconciler.
 	managerRules = []rbacRule{
-		// Target Secrets: cached by label (list, watch), created, updated
-		// when refreshed; API-key Secrets read with get; metadata of all
-		// Secrets watched (list, watch). Delete only for a Secret a change of
-		// spec.secretName left behind, which the OpsnowToken controls (it
-		// also lets OwnerReferencesPermissionEnforcement accept the owner
-		// reference); garbage collection removes the rest. No patch.
+		// Metadata of all Secrets watched (list, watch); target Secrets
+		// created, and patched when refreshed (a merge patch under their
+		// resourceVersion, so that their data need not be read first); a
+		// target's data and API keys read with get. Delete only for a Secret
+		// a change of spec.secretName left behind, which the OpsnowToken
+		// controls (it also lets OwnerReferencesPermissionEnforcement accept
+		// the owner reference); garbage collection removes the rest. No
+		// update.
 		{"", "secrets", "create"},
 		{"", "secrets", "delete"},
 		{"", "secrets", "get"},
 		{"", "secrets", "list"},
-		{"", "secrets", "update"},
+		{"", "secrets", "patch"},
 		{"", "secrets", "watch"},
 		{"auth.opsnow.io", "opsnowtokens", "get"},
 		{"auth.opsnow.io", "opsnowtokens", "list"},

@@ -19,10 +19,11 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -51,40 +52,35 @@ const (
 const DefaultMaxConcurrentReconciles = 50
 
 // CacheOptions returns the manager's cache configuration under the scale
-// rules: of all Secrets only the operator's own target Secrets (selected by
-// label) are cached, managed fields are dropped, and namespaces, when given,
-// bound every watch.
+// rules: managed fields and kubectl's last-applied copy are dropped,
+// namespaces, when given, bound every watch, and a read of a kind nobody
+// watches fails instead of silently starting an informer for it. No Secret
+// is in this cache: Secrets are watched by metadata only (Setup), so no
+// Secret's data, however large and whoever labelled it, is ever held.
 func CacheOptions(namespaces []string) cache.Options {
 	return cache.Options{
-		DefaultNamespaces: namespaceConfigs(namespaces),
-		DefaultTransform:  cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {
-				Label: labels.SelectorFromSet(labels.Set{
-					authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-				}),
-				Transform: keepDataOfControlledSecrets,
-			},
-		},
+		DefaultNamespaces:           namespaceConfigs(namespaces),
+		DefaultTransform:            stripForCache,
+		ReaderFailOnMissingInformer: true,
 	}
 }
 
-// keepDataOfControlledSecrets drops the data of cached Secrets that no
-// OpsnowToken controls. The label that selects them is a claim anyone may
-// make: a tenant labelling many large Secrets as the operator's must not
-// grow its memory. The reconciler never reads such a Secret's data (it is a
-// SecretConflict, decided on metadata). Managed fields go too, as for every
-// other cached object.
-func keepDataOfControlledSecrets(in any) (any, error) {
-	s, ok := in.(*corev1.Secret)
+// lastAppliedAnnotation is kubectl apply's copy of the whole object, which
+// the reconciler never reads.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripForCache drops what no reader of the cache needs from each object.
+func stripForCache(in any) (any, error) {
+	o, ok := in.(metav1.Object)
 	if !ok {
 		return in, nil
 	}
-	s.ManagedFields = nil
-	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
-		s.Data, s.StringData = nil, nil
+	o.SetManagedFields(nil)
+	if a := o.GetAnnotations(); a[lastAppliedAnnotation] != "" {
+		delete(a, lastAppliedAnnotation)
+		o.SetAnnotations(a)
 	}
-	return s, nil
+	return in, nil
 }
 
 func namespaceConfigs(namespaces []string) map[string]cache.Config {
@@ -98,22 +94,58 @@ func namespaceConfigs(namespaces []string) map[string]cache.Config {
 	return configs
 }
 
-// keepSecretIdentity reduces cached Secret metadata to what change detection
-// needs, so memory stays flat however many Secrets a cluster holds.
-func keepSecretIdentity(in any) (any, error) {
+// keepSecretMetadata reduces a Secret's cached metadata to what the
+// reconciler reads, so that memory stays flat however many Secrets a
+// cluster holds and whatever labels or annotations they carry: identity and
+// version for every Secret (API-key rotation, conflicts), and for a Secret
+// an OpsnowToken controls also that controller reference and the operator's
+// own labels and annotations (expiry and hashes of the token it holds).
+func keepSecretMetadata(in any) (any, error) {
 	m, ok := in.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return in, nil
 	}
-	return &metav1.PartialObjectMetadata{
+	out := &metav1.PartialObjectMetadata{
 		TypeMeta: m.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            m.Name,
-			Namespace:       m.Namespace,
-			UID:             m.UID,
-			ResourceVersion: m.ResourceVersion,
+			Name:              m.Name,
+			Namespace:         m.Namespace,
+			UID:               m.UID,
+			ResourceVersion:   m.ResourceVersion,
+			DeletionTimestamp: m.DeletionTimestamp,
 		},
-	}, nil
+	}
+	if ref := controllingToken(m); ref != nil {
+		out.OwnerReferences = []metav1.OwnerReference{*ref}
+		out.Labels = operatorKeys(m.Labels)
+		out.Annotations = operatorKeys(m.Annotations)
+	}
+	return out, nil
+}
+
+// controllingToken returns the controller reference of a Secret an
+// OpsnowToken controls, nil for any other Secret.
+func controllingToken(o metav1.Object) *metav1.OwnerReference {
+	ref := metav1.GetControllerOfNoCopy(o)
+	if ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
+		return nil
+	}
+	r := *ref
+	return &r
+}
+
+// operatorKeys returns the labels or annotations that are the operator's.
+func operatorKeys(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if k == authv1alpha1.ManagedByLabel || strings.HasPrefix(k, operatorKeyPrefix) {
+			if out == nil {
+				out = make(map[string]string, 8)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // refreshRequested passes updates that change the refresh-requested-at annotation.
@@ -147,10 +179,13 @@ func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
 			Scheme:            mgr.GetScheme(),
 			Mapper:            mgr.GetRESTMapper(),
 			DefaultNamespaces: namespaceConfigs(o.WatchNamespaces),
-			DefaultTransform:  keepSecretIdentity,
+			DefaultTransform:  keepSecretMetadata,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create Secret metadata cache: %w", err)
+		}
+		if err := IndexSecretMetadata(context.Background(), c); err != nil {
+			return nil, err
 		}
 		if err := mgr.Add(c); err != nil {
 			return nil, fmt.Errorf("add Secret metadata cache: %w", err)
@@ -172,7 +207,13 @@ func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
 	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret); err != nil {
 		return fmt.Errorf("index OpsnowTokens by target Secret: %w", err)
 	}
-	if err := indexer.IndexField(ctx, &corev1.Secret{}, secretControllerIndex, indexSecretController); err != nil {
+	return nil
+}
+
+// IndexSecretMetadata registers the index of the Secret metadata cache: the
+// UID of the OpsnowToken that controls a Secret.
+func IndexSecretMetadata(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, secretMetadataObject(), secretControllerIndex, indexSecretController); err != nil {
 		return fmt.Errorf("index Secrets by controlling OpsnowToken: %w", err)
 	}
 	return nil
@@ -187,11 +228,11 @@ func indexTargetSecret(o client.Object) []string {
 	return []string{targetSecretName(t.Spec.SecretName, t.Name)}
 }
 
-// indexSecretController maps a cached (operator-labelled) Secret to the UID
-// of the OpsnowToken that controls it.
+// indexSecretController maps a Secret to the UID of the OpsnowToken that
+// controls it.
 func indexSecretController(o client.Object) []string {
-	ref := metav1.GetControllerOf(o)
-	if ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
+	ref := controllingToken(o)
+	if ref == nil {
 		return nil
 	}
 	return []string{string(ref.UID)}
@@ -200,10 +241,11 @@ func indexSecretController(o client.Object) []string {
 // SetupWithManager wires the reconciler's watches:
 //   - OpsnowTokens, on spec or refresh-request changes only (its own status
 //     writes and label edits do not reconcile);
-//   - target Secrets it controls, from the label-selected cache;
 //   - metadata of all Secrets (in the watched namespaces), through
-//     secretMetadata, a cache that keeps only names and resourceVersions, to
-//     notice API-key rotation and a conflicting Secret going away;
+//     secretMetadata, a cache that keeps little more than names and
+//     resourceVersions (keepSecretMetadata): to notice a change of a target
+//     Secret it controls, API-key rotation and a conflicting Secret going
+//     away;
 //   - the refresh scheduler's wake-ups; the scheduler runs with the manager.
 func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadata cache.Cache) error {
 	if err := IndexFields(context.Background(), mgr.GetFieldIndexer()); err != nil {
@@ -212,10 +254,10 @@ func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadat
 	if err := mgr.Add(r.scheduler); err != nil {
 		return fmt.Errorf("add refresh scheduler: %w", err)
 	}
+	tokenSeries.use(mgr.GetCache(), r.refreshCounts)
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&authv1alpha1.OpsnowToken{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, refreshRequested))).
-		Owns(&corev1.Secret{}).
 		WatchesRawSource(source.Channel(r.scheduler.events, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers}).
 		Named("opsnowtoken")
@@ -232,10 +274,13 @@ func secretMetadataObject() *metav1.PartialObjectMetadata {
 	return m
 }
 
-// tokensForSecret maps a Secret to the OpsnowTokens that read it as their
-// API key or write it as their target.
+// tokensForSecret maps a Secret to the OpsnowTokens that control it, read
+// it as their API key or write it as their target.
 func (r *OpsnowTokenReconciler) tokensForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
 	var requests []reconcile.Request
+	if ref := controllingToken(s); ref != nil {
+		requests = append(requests, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}})
+	}
 	for _, index := range []string{apiKeySecretIndex, targetSecretIndex} {
 		var tokens authv1alpha1.OpsnowTokenList
 		if err := r.client.List(ctx, &tokens, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {

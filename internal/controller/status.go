@@ -45,6 +45,12 @@ type outcome struct {
 	Deleted []string
 	// Jitter in [0, 1) spreads the retries of tokens that failed together.
 	Jitter float64
+	// SecretVersion is the target Secret's resourceVersion after a write,
+	// or unchanged when the Secret needed none; "" when nothing was written.
+	SecretVersion string
+	// HeldToken is the token in the target Secret, read after a failure so
+	// that a message quoting it is redacted.
+	HeldToken string
 }
 
 // reportSlotWaitAfter is the shortest wait for a request slot that status
@@ -130,7 +136,7 @@ func newDraft(in inputs, out outcome) *draft {
 		held, current = *out.Issued, true
 	}
 	d.held, d.valid = held, current && out.Now.Before(held.ExpiresAt)
-	d.redacted = []string{held.Token, pendingToken(in)}
+	d.redacted = []string{held.Token, pendingToken(in), out.HeldToken}
 	if current && held.RefreshRequest != "" {
 		// Read back from the Secret, so that a restart between the Secret
 		// write and the status patch still confirms the request.

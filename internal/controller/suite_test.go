@@ -281,8 +281,9 @@ type harness struct {
 	// beforeStart run once the test namespace exists, before the first manager starts.
 	beforeStart []func(*harness)
 
-	stop func()
-	mgr  ctrl.Manager
+	stop       func()
+	mgr        ctrl.Manager
+	reconciler *controller.OpsnowTokenReconciler
 }
 
 type harnessOption func(*harness)
@@ -400,7 +401,7 @@ func (h *harness) startManager() {
 	if err != nil {
 		h.t.Fatalf("create manager: %v", err)
 	}
-	if _, err := controller.Setup(mgr, controller.Options{
+	if h.reconciler, err = controller.Setup(mgr, controller.Options{
 		Clock:           h.clock,
 		Exchanger:       opsnow.NewClient(opsnow.NewHTTPClient(2*time.Second), h.clock),
 		Endpoints:       allow,

@@ -117,7 +117,7 @@ type world struct {
 	opts  Options
 
 	mu sync.Mutex
-	// denySecretWrites, when set, is returned by every Secret create or update.
+	// denySecretWrites, when set, is returned by every Secret create, update or patch.
 	denySecretWrites error
 	// failSecretReads, when set, is returned by every Secret read.
 	failSecretReads error
@@ -164,6 +164,13 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 			}
 			w.count(&w.writes)
 			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if err := w.secretWriteDenied(obj); err != nil {
+				return err
+			}
+			w.count(&w.writes)
+			return c.Patch(ctx, obj, patch, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			w.count(&w.writes)
