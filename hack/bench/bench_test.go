@@ -46,7 +46,7 @@ not a sample
 		t.Errorf("escaped label value: got %g, want 7", odd)
 	}
 	w := apiWrites(samples)
-	want := map[string]float64{"secrets": 1002, "opsnowtokens/status": 1000, "events": 1000}
+	want := map[string]float64{"secrets": 1002, "opsnowtokens/status": 1000, "events": 1000, secretReads: 5000}
 	for k, v := range want {
 		if w[k] != v {
 			t.Errorf("writes of %s: got %g, want %g (all: %v)", k, w[k], v, w)

@@ -125,6 +125,14 @@ func (e *env) start(ctx context.Context, dir string) error {
 		return fmt.Errorf("create client: %w", err)
 	}
 	e.k8s = interceptor.NewClient(base, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*corev1.Secret); ok {
+				e.ownMu.Lock()
+				e.own[secretReads]++
+				e.ownMu.Unlock()
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			e.countOwn(obj, "")
 			return c.Create(ctx, obj, opts...)
@@ -373,7 +381,7 @@ func (e *env) writes(ctx context.Context) (writes, error) {
 // benchmark's own, by resource.
 func managerWrites(before, after writes) map[string]float64 {
 	out := map[string]float64{}
-	for _, k := range writeResources {
+	for _, k := range append(writeResources, secretReads) {
 		out[k] = (after.all[k] - before.all[k]) - (after.own[k] - before.own[k])
 	}
 	return out

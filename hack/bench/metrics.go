@@ -143,12 +143,24 @@ var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "APPL
 // keys of apiWrites: resource, or resource/subresource.
 var writeResources = []string{"secrets", "opsnowtokens", "opsnowtokens/status", "events"}
 
+// secretReads is the key of apiWrites that counts reads of single Secrets
+// (GET): the manager caches no Secret data, and this shows what that costs.
+const secretReads = "secrets GET"
+
 // apiWrites counts write requests by resource (and subresource) in
-// kube-apiserver's apiserver_request_total, whatever their outcome.
+// kube-apiserver's apiserver_request_total, whatever their outcome, and
+// reads of single Secrets under secretReads.
 func apiWrites(samples []sample) map[string]float64 {
-	out := make(map[string]float64, len(writeResources))
+	out := make(map[string]float64, len(writeResources)+1)
 	for _, s := range samples {
-		if s.Name != "apiserver_request_total" || !writeVerbs[s.Labels["verb"]] {
+		if s.Name != "apiserver_request_total" {
+			continue
+		}
+		if s.Labels["verb"] == "GET" && s.Labels["resource"] == "secrets" && s.Labels["subresource"] == "" {
+			out[secretReads] += s.Value
+			continue
+		}
+		if !writeVerbs[s.Labels["verb"]] {
 			continue
 		}
 		key := s.Labels["resource"]

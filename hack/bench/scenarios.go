@@ -315,6 +315,7 @@ func (b *bench) addWrites(scenario, per string, w map[string]float64, count floa
 		}
 		b.rep.add(scenario, fmt.Sprintf("API writes %s: %s", per, k), w[k]/count, unitCount)
 	}
+	b.rep.add(scenario, "Secret reads (GET) "+per, w[secretReads]/count, unitCount)
 	total := totalWrites(w) / count
 	if target > 0 {
 		b.rep.check(scenario, "API writes "+per+": total", total, unitCount, fmt.Sprintf("≤ %g", target), total <= target)

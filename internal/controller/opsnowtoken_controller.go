@@ -112,6 +112,8 @@ type OpsnowTokenReconciler struct {
 	memory *memories
 	// refreshCounts backs the opsnow_token_refresh_total series.
 	refreshCounts *refreshCounts
+	// secretUsers maps Secret events to the OpsnowTokens that use them.
+	secretUsers *secretUsers
 }
 
 // NewOpsnowTokenReconciler builds a reconciler and all its internal state.
@@ -142,6 +144,7 @@ func NewOpsnowTokenReconciler(o Options) *OpsnowTokenReconciler {
 		recovery:        newEndpointRecovery(),
 		memory:          newMemories(),
 		refreshCounts:   newRefreshCounts(),
+		secretUsers:     newSecretUsers(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,7 +32,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -39,13 +39,8 @@ import (
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 )
 
-// Field indexes on OpsnowTokens, to map a Secret event to the tokens it concerns.
-const (
-	apiKeySecretIndex = "spec.apiKeySecretRef.name"
-	targetSecretIndex = "status.secretName"
-	// secretControllerIndex maps a cached Secret to its controlling OpsnowToken's UID.
-	secretControllerIndex = "metadata.controller.uid"
-)
+// secretControllerIndex maps a cached Secret to its controlling OpsnowToken's UID.
+const secretControllerIndex = "metadata.controller.uid"
 
 // DefaultMaxConcurrentReconciles lets a thousand new tokens wait on OpsNow
 // in parallel rather than one after another; reconciles mostly wait on I/O.
@@ -76,6 +71,7 @@ func stripForCache(in any) (any, error) {
 		return in, nil
 	}
 	o.SetManagedFields(nil)
+	o.SetNamespace(namespaces.intern(o.GetNamespace()))
 	if a := o.GetAnnotations(); a[lastAppliedAnnotation] != "" {
 		delete(a, lastAppliedAnnotation)
 		o.SetAnnotations(a)
@@ -109,7 +105,7 @@ func keepSecretMetadata(in any) (any, error) {
 		TypeMeta: m.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name:              m.Name,
-			Namespace:         m.Namespace,
+			Namespace:         namespaces.intern(m.Namespace),
 			UID:               m.UID,
 			ResourceVersion:   m.ResourceVersion,
 			DeletionTimestamp: m.DeletionTimestamp,
@@ -135,17 +131,61 @@ func controllingToken(o metav1.Object) *metav1.OwnerReference {
 }
 
 // operatorKeys returns the labels or annotations that are the operator's.
+// Known keys and the managed-by value are the package's own strings, so ten
+// thousand cached Secrets share one copy of each instead of holding their own.
 func operatorKeys(in map[string]string) map[string]string {
 	var out map[string]string
 	for k, v := range in {
-		if k == authv1alpha1.ManagedByLabel || strings.HasPrefix(k, operatorKeyPrefix) {
-			if out == nil {
-				out = make(map[string]string, 8)
-			}
-			out[k] = v
+		if k != authv1alpha1.ManagedByLabel && !strings.HasPrefix(k, operatorKeyPrefix) {
+			continue
 		}
+		if out == nil {
+			out = make(map[string]string, len(in))
+		}
+		if known, ok := knownOperatorKeys[k]; ok {
+			k = known
+		}
+		if v == authv1alpha1.ManagedByValue {
+			v = authv1alpha1.ManagedByValue
+		}
+		out[k] = v
 	}
 	return out
+}
+
+var knownOperatorKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{authv1alpha1.ManagedByLabel, authv1alpha1.TokenLabel, issuedAtAnnotation,
+		expiresAtAnnotation, specHashAnnotation, apiKeyHashAnnotation, apiKeyVersionAnnotation,
+		tokenHashAnnotation, refreshRequestAnnotation} {
+		m[k] = k
+	}
+	return m
+}()
+
+// namespaces interns namespace names: every cached object holds its own
+// copy of its namespace's name otherwise.
+var namespaces = &interner{m: map[string]string{}}
+
+// interner returns one shared copy of each string, for a bounded number of
+// strings: past maxInterned it returns its argument.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const maxInterned = 100000
+
+func (i *interner) intern(s string) string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if shared, ok := i.m[s]; ok {
+		return shared
+	}
+	if len(i.m) < maxInterned {
+		i.m[s] = s
+	}
+	return s
 }
 
 // refreshRequested passes updates that change the refresh-requested-at annotation.
@@ -199,17 +239,6 @@ func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
 	return r, nil
 }
 
-// IndexFields registers the field indexes the reconciler lists by.
-func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, apiKeySecretIndex, indexAPIKeySecret); err != nil {
-		return fmt.Errorf("index OpsnowTokens by API-key Secret: %w", err)
-	}
-	if err := indexer.IndexField(ctx, &authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret); err != nil {
-		return fmt.Errorf("index OpsnowTokens by target Secret: %w", err)
-	}
-	return nil
-}
-
 // IndexSecretMetadata registers the index of the Secret metadata cache: the
 // UID of the OpsnowToken that controls a Secret.
 func IndexSecretMetadata(ctx context.Context, indexer client.FieldIndexer) error {
@@ -217,15 +246,6 @@ func IndexSecretMetadata(ctx context.Context, indexer client.FieldIndexer) error
 		return fmt.Errorf("index Secrets by controlling OpsnowToken: %w", err)
 	}
 	return nil
-}
-
-func indexAPIKeySecret(o client.Object) []string {
-	return []string{o.(*authv1alpha1.OpsnowToken).Spec.APIKeySecretRef.Name}
-}
-
-func indexTargetSecret(o client.Object) []string {
-	t := o.(*authv1alpha1.OpsnowToken)
-	return []string{targetSecretName(t.Spec.SecretName, t.Name)}
 }
 
 // indexSecretController maps a Secret to the UID of the OpsnowToken that
@@ -248,8 +268,12 @@ func indexSecretController(o client.Object) []string {
 //     away;
 //   - the refresh scheduler's wake-ups; the scheduler runs with the manager.
 func (r *OpsnowTokenReconciler) SetupWithManager(mgr ctrl.Manager, secretMetadata cache.Cache) error {
-	if err := IndexFields(context.Background(), mgr.GetFieldIndexer()); err != nil {
-		return err
+	tokens, err := mgr.GetCache().GetInformer(context.Background(), &authv1alpha1.OpsnowToken{})
+	if err != nil {
+		return fmt.Errorf("get OpsnowToken informer: %w", err)
+	}
+	if _, err := tokens.AddEventHandler(r.secretUsers.handler()); err != nil {
+		return fmt.Errorf("follow the Secrets of OpsnowTokens: %w", err)
 	}
 	if err := mgr.Add(r.scheduler); err != nil {
 		return fmt.Errorf("add refresh scheduler: %w", err)
@@ -276,20 +300,13 @@ func secretMetadataObject() *metav1.PartialObjectMetadata {
 
 // tokensForSecret maps a Secret to the OpsnowTokens that control it, read
 // it as their API key or write it as their target.
-func (r *OpsnowTokenReconciler) tokensForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+func (r *OpsnowTokenReconciler) tokensForSecret(_ context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
 	var requests []reconcile.Request
 	if ref := controllingToken(s); ref != nil {
 		requests = append(requests, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}})
 	}
-	for _, index := range []string{apiKeySecretIndex, targetSecretIndex} {
-		var tokens authv1alpha1.OpsnowTokenList
-		if err := r.client.List(ctx, &tokens, client.InNamespace(s.Namespace), client.MatchingFields{index: s.Name}); err != nil {
-			logf.FromContext(ctx).Error(err, "Failed to list OpsnowTokens for Secret", "secret", client.ObjectKeyFromObject(s))
-			continue
-		}
-		for i := range tokens.Items {
-			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&tokens.Items[i])})
-		}
+	for _, tok := range r.secretUsers.users(client.ObjectKeyFromObject(s)) {
+		requests = append(requests, reconcile.Request{NamespacedName: tok})
 	}
 	return requests
 }

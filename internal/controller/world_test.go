@@ -146,8 +146,6 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	w.ex = &fakeExchanger{clock: w.clock, lifetime: time.Hour}
 	w.store = fake.NewClientBuilder().WithScheme(testScheme).
 		WithStatusSubresource(&authv1alpha1.OpsnowToken{}).
-		WithIndex(&authv1alpha1.OpsnowToken{}, apiKeySecretIndex, indexAPIKeySecret).
-		WithIndex(&authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret).
 		WithIndex(&corev1.Secret{}, secretControllerIndex, indexSecretController).
 		Build()
 	writes := interceptor.Funcs{
