@@ -206,6 +206,29 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 			return c.Get(ctx, key, obj, opts...)
 		},
 	}
+	// The metadata cache holds what keepSecretMetadata keeps, no more.
+	metadataCache := interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if err := c.Get(ctx, key, obj, opts...); err != nil {
+				return err
+			}
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				*m = *asCached(m)
+			}
+			return nil
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if err := c.List(ctx, list, opts...); err != nil {
+				return err
+			}
+			if l, ok := list.(*metav1.PartialObjectMetadataList); ok {
+				for i := range l.Items {
+					l.Items[i] = *asCached(&l.Items[i])
+				}
+			}
+			return nil
+		},
+	}
 	allow, err := endpoint.NewAllowlist(testEndpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +236,7 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	o := Options{
 		Client:          interceptor.NewClient(w.store, cached),
 		APIReader:       interceptor.NewClient(w.store, live),
-		SecretMetadata:  w.store,
+		SecretMetadata:  interceptor.NewClient(w.store, metadataCache),
 		Scheme:          testScheme,
 		Recorder:        w.rec,
 		Clock:           w.clock,
@@ -236,6 +259,12 @@ func (w *world) restart() {
 	w.ex = &fakeExchanger{clock: w.clock, lifetime: time.Hour}
 	w.opts.Exchanger = w.ex
 	w.r = NewOpsnowTokenReconciler(w.opts)
+}
+
+// asCached is m as the Secret metadata cache holds it.
+func asCached(m *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
+	out, _ := keepSecretMetadata(m) // never fails
+	return out.(*metav1.PartialObjectMetadata)
 }
 
 func (w *world) count(n *int) {
