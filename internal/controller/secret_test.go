@@ -355,6 +355,7 @@ func TestKeepSecretMetadata(t *testing.T) {
 		kept bool
 	}{
 		{name: "controlled by an OpsnowToken", refs: []metav1.OwnerReference{controlled}, kept: true},
+		{name: "controlled by a ClusterOpsnowToken", refs: other(func(r *metav1.OwnerReference) { r.Kind = "ClusterOpsnowToken" }), kept: true},
 		{name: "no owner"},
 		{name: "owned, not controlled", refs: other(func(r *metav1.OwnerReference) { r.Controller = nil })},
 		{name: "controlled by another kind", refs: other(func(r *metav1.OwnerReference) { r.Kind = "Certificate" })},
@@ -369,8 +370,9 @@ func TestKeepSecretMetadata(t *testing.T) {
 			m.ObjectMeta = metav1.ObjectMeta{Name: "s", Namespace: "ns", UID: "s-uid", ResourceVersion: "7",
 				OwnerReferences: tt.refs,
 				Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-					authv1alpha1.TokenLabel: "billing", "team": big},
-				Annotations:   map[string]string{expiresAtAnnotation: "2026-12-01T00:00:00Z", "note": big},
+					authv1alpha1.TokenLabel: "billing", authv1alpha1.ClusterTokenLabel: "billing", "team": big},
+				Annotations: map[string]string{expiresAtAnnotation: "2026-12-01T00:00:00Z", templateHashAnnotation: "h",
+					templateLabelsAnnotation: "team", "note": big},
 				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}},
 				Finalizers:    []string{"example.com/" + big[:100]},
 			}
@@ -386,7 +388,9 @@ func TestKeepSecretMetadata(t *testing.T) {
 			if got.ManagedFields != nil || got.Finalizers != nil || got.Labels["team"] != "" || got.Annotations["note"] != "" {
 				t.Errorf("kept what no reader needs: %+v", got.ObjectMeta)
 			}
-			kept := got.Labels[authv1alpha1.TokenLabel] == "billing" && got.Annotations[expiresAtAnnotation] != "" &&
+			kept := got.Labels[authv1alpha1.TokenLabel] == "billing" && got.Labels[authv1alpha1.ClusterTokenLabel] == "billing" &&
+				got.Annotations[expiresAtAnnotation] != "" &&
+				got.Annotations[templateHashAnnotation] == "h" && got.Annotations[templateLabelsAnnotation] == "team" &&
 				metav1.IsControlledBy(got, &metav1.ObjectMeta{UID: "u"})
 			if kept != tt.kept {
 				t.Errorf("operator's labels, annotations and controller kept: got %t, want %t (%+v)", kept, tt.kept, got.ObjectMeta)

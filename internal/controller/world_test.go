@@ -117,8 +117,10 @@ type world struct {
 	opts  Options
 
 	mu sync.Mutex
-	// denySecretWrites, when set, is returned by every Secret create, update or patch.
+	// denySecretWrites, when set, is returned by every Secret create,
+	// update or patch, or only by those in denyNamespace when that is set.
 	denySecretWrites error
+	denyNamespace    string
 	// failSecretReads, when set, is returned by every Secret read.
 	failSecretReads error
 	// staleToken, when set, is what the cache returns for that OpsnowToken.
@@ -145,10 +147,11 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	}
 	w.ex = &fakeExchanger{clock: w.clock, lifetime: time.Hour}
 	w.store = fake.NewClientBuilder().WithScheme(testScheme).
-		WithStatusSubresource(&authv1alpha1.OpsnowToken{}).
+		WithStatusSubresource(&authv1alpha1.OpsnowToken{}, &authv1alpha1.ClusterOpsnowToken{}).
 		WithIndex(&authv1alpha1.OpsnowToken{}, apiKeySecretIndex, indexAPIKeySecret).
 		WithIndex(&authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret).
 		WithIndex(&corev1.Secret{}, secretControllerIndex, indexSecretController).
+		WithIndex(&corev1.Secret{}, clusterSecretControllerIndex, indexClusterSecretController).
 		Build()
 	writes := interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
@@ -276,7 +279,7 @@ func (w *world) count(n *int) {
 func (w *world) secretWriteDenied(obj client.Object) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := obj.(*corev1.Secret); ok {
+	if _, ok := obj.(*corev1.Secret); ok && (w.denyNamespace == "" || w.denyNamespace == obj.GetNamespace()) {
 		return w.denySecretWrites
 	}
 	return nil
