@@ -156,7 +156,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	if o.minTokenLifetime <= 0 || o.minTokenLifetime > opsnow.MaxLifetime {
 		return nil, fmt.Errorf("--min-token-lifetime must be positive and at most %s, got %s", opsnow.MaxLifetime, o.minTokenLifetime)
 	}
-	fs.Visit(func(f *flag.Flag) { o.clusterTokensExplicit = o.clusterTokensExplicit || f.Name == "enable-cluster-tokens" })
+	fs.Visit(func(f *flag.Flag) {
+		o.clusterTokensExplicit = o.clusterTokensExplicit || f.Name == "enable-cluster-tokens"
+	})
 	if o.watchNamespaces != "" && o.enableClusterTokens {
 		// ClusterOpsnowTokens write to any namespace their selector
 		// matches; a manager restricted to some namespaces can neither see
