@@ -28,7 +28,7 @@ const ClusterTokenLabel = "auth.opsnow.io/cluster-token"
 // counts in status.namespaces cover the rest.
 const MaxNamespaceFailures = 20
 
-// ReasonNoNamespacesSelected: a ClusterOpsnowToken selects no namespace; no token is requested.
+// ReasonNoNamespacesSelected means a ClusterOpsnowToken selects no namespace; no token is requested.
 const ReasonNoNamespacesSelected = "NoNamespacesSelected"
 
 // ClusterSecretKeySelector names a key of a Secret in the operator's cluster

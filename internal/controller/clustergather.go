@@ -270,13 +270,13 @@ func (r *ClusterOpsnowTokenReconciler) liveCopy(ctx context.Context, ct *authv1a
 func (ci *clusterInputs) pickHeld() {
 	var best *corev1.Secret
 	var bestHeld heldToken
-	var any *corev1.Secret
+	var edited *corev1.Secret
 	for i := range ci.Targets {
 		s := ci.Targets[i].Secret
 		if s == nil {
 			continue
 		}
-		any = s
+		edited = s
 		h, ok := readHeldToken(s)
 		if !ok {
 			continue
@@ -291,7 +291,7 @@ func (ci *clusterInputs) pickHeld() {
 	if best == nil {
 		// No intact copy: an edited one, if any, says "edited" rather
 		// than "missing"; either way a new token is due.
-		best = any
+		best = edited
 	}
 	ci.Secret, ci.SecretConflict = best, false
 	ci.Held, ci.Intact = heldToken{}, false

@@ -266,8 +266,8 @@ func summarizeCluster(ci *clusterInputs, p plan, out clusterOutcome) clusterSumm
 
 	cs := clusterSummary{summary: s, Cluster: clusterStatus(*st)}
 	cs.Cluster.Namespaces = authv1alpha1.NamespaceCounts{
-		Selected: int32(selected),      //nolint:gosec // G115: namespace counts are far below 2^31
-		Synced:   int32(synced),        //nolint:gosec // G115: as above
+		Selected: int32(selected), //nolint:gosec // G115: namespace counts are far below 2^31
+		Synced:   int32(synced),
 		Failed:   int32(len(failures)), //nolint:gosec // G115: as above
 	}
 	cs.Cluster.Failures = boundedFailures(failures)
