@@ -209,6 +209,12 @@ func TestClusterTokenFanOutStory(t *testing.T) {
 		t.Errorf("owner of the copy: got %+v, want a controller reference to %s not blocking its deletion", ref, name)
 	}
 
+	// A copy deleted is written back from the others, with no request.
+	if err := k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: a, Name: "opsnow-token"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitTokenIn(a, token)
+
 	// A namespace joins: its Secret within 2 s, with no request.
 	joined := f.namespace(false)
 	start := time.Now()
