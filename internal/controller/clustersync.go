@@ -220,7 +220,6 @@ func summarizeCluster(ci *clusterInputs, p plan, out clusterOutcome) clusterSumm
 		current = out.Issued.Token
 	}
 	failures := map[string]authv1alpha1.NamespaceFailure{}
-	conflicts := 0
 	for _, t := range ci.Targets {
 		if t.Conflict {
 			failures[t.Namespace] = authv1alpha1.NamespaceFailure{Namespace: t.Namespace,
@@ -231,7 +230,7 @@ func summarizeCluster(ci *clusterInputs, p plan, out clusterOutcome) clusterSumm
 		failures[ns] = authv1alpha1.NamespaceFailure{Namespace: ns,
 			Reason: authv1alpha1.ReasonSecretConflict, Message: conflictMessage(ci.SecretName)}
 	}
-	conflicts = len(failures)
+	conflicts := len(failures)
 	for ns, f := range out.Failed {
 		failures[ns] = authv1alpha1.NamespaceFailure{Namespace: ns, Reason: f.Reason, Message: f.Message}
 	}
