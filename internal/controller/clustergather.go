@@ -18,8 +18,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -47,10 +49,21 @@ type clusterInputs struct {
 // nsTarget is one selected namespace and its copy of the Secret.
 type nsTarget struct {
 	Namespace string
-	// Secret is the copy the ClusterOpsnowToken controls, nil when absent.
+	// Secret is the copy the ClusterOpsnowToken controls, nil when absent:
+	// its cached metadata, or the whole Secret when its data was read.
 	Secret *corev1.Secret
 	// Conflict is set when a Secret of that name exists and is not ours.
 	Conflict bool
+	// Held is the token the copy holds, known without reading it when its
+	// resourceVersion is one this reconciler wrote or checked; Intact is
+	// false when the copy is absent or its data is not what was written.
+	Held   heldToken
+	Intact bool
+}
+
+// holds reports whether the target's copy is intact and holds token.
+func (t nsTarget) holds(token string) bool {
+	return t.Intact && token != "" && t.Held.Token == token
 }
 
 // clusterOrphan is a Secret the ClusterOpsnowToken controls that is not a
@@ -68,14 +81,18 @@ func (ci *clusterInputs) idle() bool {
 	return len(ci.Targets) == 0 && !ci.Token.Spec.Suspend && ci.EndpointErr == nil
 }
 
-// gather reads a ClusterOpsnowToken's world: the selected namespaces, the
-// copies it controls (cached), which selected namespaces hold a foreign
-// Secret of that name (from the metadata cache, confirmed on the API
-// server), the best copy as the held token, and the API key only when it
-// may have changed. Nothing is sent or written here.
+// gather reads a ClusterOpsnowToken's world: the selected namespaces, its
+// copies from the Secret metadata cache, which selected namespaces hold a
+// foreign Secret of that name, what each copy holds, the best copy as the
+// held token, and the API key only when it may have changed. A copy's data
+// is read only when its resourceVersion is not one this reconciler wrote or
+// checked (after a restart, or an edit by someone else): on the steady path
+// (a routine refresh, a wake-up with nothing due, a namespace joining)
+// nothing but the cache is read. Nothing is sent or written here.
 func (r *ClusterOpsnowTokenReconciler) gather(ctx context.Context, ct *authv1alpha1.ClusterOpsnowToken) (*clusterInputs, error) {
 	key := clusterKey(ct.Name)
 	mem := r.memory.get(key)
+	copiesMem := r.copies.get(key)
 	view := r.view(ct)
 	ci := &clusterInputs{Cluster: ct, inputs: inputs{
 		Token:        view,
@@ -101,24 +118,25 @@ func (r *ClusterOpsnowTokenReconciler) gather(ctx context.Context, ct *authv1alp
 	if ct.Spec.Suspend || ci.EndpointErr != nil || len(ci.Targets) == 0 {
 		return ci, nil
 	}
-	if err := r.findConflicts(ctx, ci); err != nil {
+	// A copy this reconciler wrote that the cache does not show (yet, or
+	// any more) is looked up on the API server.
+	if err := r.findCopies(ctx, ci, func(t *nsTarget) bool { return copiesMem.versions[t.Namespace] != "" }); err != nil {
+		return nil, err
+	}
+	if err := r.checkCopies(ctx, ci, copiesMem); err != nil {
 		return nil, err
 	}
 	ci.pickHeld()
 	ci.APIKeyVersion = r.tokens.apiKeyVersion(ctx, view)
 	r.tokens.readAPIKeyIfChanged(ctx, &ci.inputs, mem)
 	if refreshCause(ci.inputs) != "" {
-		// The cache may be behind the operator's own last writes; a token
-		// request is confirmed against the API server first, as for an
-		// OpsnowToken. One list of this token's copies answers for all
-		// namespaces.
-		live, err := r.liveCopies(ctx, ct)
-		if err != nil {
+		// The cache may be behind the operator's own last writes; before
+		// a token request, the namespaces without a copy in the cache are
+		// asked on the API server, as for an OpsnowToken.
+		if err := r.findCopies(ctx, ci, func(*nsTarget) bool { return true }); err != nil {
 			return nil, err
 		}
-		ci.Targets, ci.Orphans = nil, nil
-		ci.sortCopies(live, selected, terminating)
-		if err := r.findConflicts(ctx, ci); err != nil {
+		if err := r.checkCopies(ctx, ci, copiesMem); err != nil {
 			return nil, err
 		}
 		ci.pickHeld()
@@ -168,26 +186,19 @@ func namespaceSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 	return sel, nil
 }
 
-// cachedCopies lists the cached Secrets ct controls, in any namespace.
+// cachedCopies lists, from the Secret metadata cache, the Secrets ct
+// controls in any namespace, as Secrets without data.
 func (r *ClusterOpsnowTokenReconciler) cachedCopies(ctx context.Context, ct *authv1alpha1.ClusterOpsnowToken) ([]corev1.Secret, error) {
-	var list corev1.SecretList
-	if err := r.tokens.client.List(ctx, &list, client.MatchingFields{clusterSecretControllerIndex: string(ct.UID)}); err != nil {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := r.tokens.secretMetadata.List(ctx, list, client.MatchingFields{secretControllerIndex: string(ct.UID)}); err != nil {
 		return nil, fmt.Errorf("list Secrets of the ClusterOpsnowToken: %w", err)
 	}
-	return list.Items, nil
-}
-
-// liveCopies lists ct's copies on the API server, by its label: one
-// request, and only Secrets labelled as ct's are returned.
-func (r *ClusterOpsnowTokenReconciler) liveCopies(ctx context.Context, ct *authv1alpha1.ClusterOpsnowToken) ([]corev1.Secret, error) {
-	var list corev1.SecretList
-	if err := r.tokens.apiReader.List(ctx, &list, client.MatchingLabels{
-		authv1alpha1.ManagedByLabel:    authv1alpha1.ManagedByValue,
-		authv1alpha1.ClusterTokenLabel: tokenLabelValue(ct.Name),
-	}); err != nil {
-		return nil, fmt.Errorf("list Secrets of the ClusterOpsnowToken: %w", err)
+	copies := make([]corev1.Secret, len(list.Items))
+	for i := range list.Items {
+		copies[i] = corev1.Secret{ObjectMeta: list.Items[i].ObjectMeta}
 	}
-	return list.Items, nil
+	return copies, nil
 }
 
 // sortCopies turns the selection and ct's copies into targets and orphans.
@@ -217,18 +228,20 @@ func (ci *clusterInputs) sortCopies(copies []corev1.Secret, selected, terminatin
 	}
 }
 
-// findConflicts marks the targets without a copy of ours where a Secret of
-// that name exists: the metadata cache says which exist, and the API
-// server confirms, since the metadata cache may see the operator's own new
-// copy before the Secret cache does. A copy found that way is taken.
-func (r *ClusterOpsnowTokenReconciler) findConflicts(ctx context.Context, ci *clusterInputs) error {
+// findCopies looks up, for the targets without a copy of ours, whether a
+// Secret of that name exists: a foreign one is a conflict, one of ours the
+// cache does not hold yet is the target's copy. The metadata cache knows
+// which names exist; the API server is asked for those, and for the
+// targets ask selects, so that neither a copy the cache has not seen yet
+// nor a conflict is missed.
+func (r *ClusterOpsnowTokenReconciler) findCopies(ctx context.Context, ci *clusterInputs, ask func(*nsTarget) bool) error {
 	for i := range ci.Targets {
 		t := &ci.Targets[i]
-		if t.Secret != nil {
+		if t.Secret != nil || t.Conflict {
 			continue
 		}
 		key := client.ObjectKey{Namespace: t.Namespace, Name: ci.SecretName}
-		if r.tokens.secretMetadata.Get(ctx, key, secretMetadataObject()) != nil {
+		if !ask(t) && r.tokens.secretMetadata.Get(ctx, key, secretMetadataObject()) != nil {
 			continue // absent (or unknown: the create will tell)
 		}
 		s, conflict, err := r.liveCopy(ctx, ci.Cluster, key)
@@ -240,9 +253,8 @@ func (r *ClusterOpsnowTokenReconciler) findConflicts(ctx context.Context, ci *cl
 	return nil
 }
 
-// liveCopy reads a Secret from the API server, metadata first so that a
-// foreign Secret's data is never read: nil when absent, conflict when
-// ct does not control it.
+// liveCopy reads a Secret's metadata from the API server, never a foreign
+// Secret's data: nil when absent, conflict when ct does not control it.
 func (r *ClusterOpsnowTokenReconciler) liveCopy(ctx context.Context, ct *authv1alpha1.ClusterOpsnowToken, key client.ObjectKey) (*corev1.Secret, bool, error) {
 	m := secretMetadataObject()
 	if err := r.tokens.apiReader.Get(ctx, key, m); err != nil {
@@ -254,57 +266,95 @@ func (r *ClusterOpsnowTokenReconciler) liveCopy(ctx context.Context, ct *authv1a
 	if !metav1.IsControlledBy(m, ct) {
 		return nil, true, nil
 	}
-	s := &corev1.Secret{}
-	if err := r.tokens.apiReader.Get(ctx, key, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, false, nil
+	return &corev1.Secret{ObjectMeta: m.ObjectMeta}, false, nil
+}
+
+// checkCopies tells what each copy holds. A copy at a resourceVersion this
+// reconciler wrote or checked holds the token it remembers, and is not
+// read; any other copy is read from the API server (in parallel, bounded
+// like the writes) and its data checked, as checkSecret does for an
+// OpsnowToken's target.
+func (r *ClusterOpsnowTokenReconciler) checkCopies(ctx context.Context, ci *clusterInputs, mem copiesMemory) error {
+	var unknown []int
+	for i := range ci.Targets {
+		t := &ci.Targets[i]
+		switch {
+		case t.Secret == nil || t.Intact:
+		case t.Secret.Data == nil && mem.held.Token != "" && mem.versions[t.Namespace] == t.Secret.ResourceVersion:
+			t.Held, t.Intact = mem.held, true
+		case t.Secret.Data == nil:
+			unknown = append(unknown, i)
 		}
-		return nil, false, fmt.Errorf("get Secret: %w", err)
 	}
-	return s, false, nil
+	errs := make([]error, len(unknown))
+	inParallel(len(unknown), func(j int) {
+		t := &ci.Targets[unknown[j]]
+		live := &corev1.Secret{}
+		err := r.tokens.apiReader.Get(ctx, client.ObjectKeyFromObject(t.Secret), live)
+		switch {
+		case apierrors.IsNotFound(err):
+			t.Secret = nil
+		case err != nil:
+			errs[j] = fmt.Errorf("get Secret %s/%s: %w", t.Namespace, ci.SecretName, err)
+		case !metav1.IsControlledBy(live, ci.Cluster):
+			t.Secret, t.Conflict = nil, true
+		default:
+			t.Secret = live
+			t.Held, t.Intact = readHeldToken(live)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// inParallel runs f(0..n-1) with at most syncWriters running at once.
+func inParallel(n int, f func(int)) {
+	sem := make(chan struct{}, syncWriters)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}()
+	}
+	wg.Wait()
 }
 
 // pickHeld makes the best copy the held token: intact, issued for the
 // current spec if any is, and the newest. All copies normally hold the
 // same token; one is enough to resume after a restart with no request.
 func (ci *clusterInputs) pickHeld() {
-	var best *corev1.Secret
-	var bestHeld heldToken
-	var edited *corev1.Secret
+	var best, edited *nsTarget
 	for i := range ci.Targets {
-		s := ci.Targets[i].Secret
-		if s == nil {
+		t := &ci.Targets[i]
+		if t.Secret == nil {
 			continue
 		}
-		edited = s
-		h, ok := readHeldToken(s)
-		if !ok {
+		edited = t
+		if !t.Intact {
 			continue
+		}
+		h, b := t.Held, heldToken{}
+		if best != nil {
+			b = best.Held
 		}
 		better := best == nil ||
-			(h.SpecHash == ci.SpecHash) != (bestHeld.SpecHash == ci.SpecHash) && h.SpecHash == ci.SpecHash ||
-			(h.SpecHash == ci.SpecHash) == (bestHeld.SpecHash == ci.SpecHash) && h.ExpiresAt.After(bestHeld.ExpiresAt)
+			(h.SpecHash == ci.SpecHash) != (b.SpecHash == ci.SpecHash) && h.SpecHash == ci.SpecHash ||
+			(h.SpecHash == ci.SpecHash) == (b.SpecHash == ci.SpecHash) && h.ExpiresAt.After(b.ExpiresAt)
 		if better {
-			best, bestHeld = s, h
+			best = t
 		}
 	}
-	if best == nil {
-		// No intact copy: an edited one, if any, says "edited" rather
-		// than "missing"; either way a new token is due.
-		best = edited
-	}
-	ci.Secret, ci.SecretConflict = best, false
+	ci.Secret, ci.SecretConflict = nil, false
 	ci.Held, ci.Intact = heldToken{}, false
-	if best != nil {
-		ci.Held, ci.Intact = readHeldToken(best)
+	switch {
+	case best != nil:
+		ci.Secret, ci.Held, ci.Intact = best.Secret, best.Held, true
+	case edited != nil:
+		// No intact copy: an edited one says "edited" rather than
+		// "missing"; either way a new token is due.
+		ci.Secret = edited.Secret
 	}
-}
-
-// holds reports whether s is an intact copy holding token.
-func holds(s *corev1.Secret, token string) bool {
-	if s == nil {
-		return false
-	}
-	h, ok := readHeldToken(s)
-	return ok && h.Token == token
 }

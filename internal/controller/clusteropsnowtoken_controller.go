@@ -19,7 +19,9 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,6 +58,53 @@ type ClusterOpsnowTokenReconciler struct {
 	scheduler *refreshScheduler
 	recovery  *endpointRecovery
 	memory    *memories
+	// copies remembers, per ClusterOpsnowToken, the token its copies hold
+	// and the resourceVersion of each copy known to hold it.
+	copies *copiesMemories
+}
+
+// copiesMemory is what a ClusterOpsnowToken's copies hold, as far as this
+// reconciler wrote or checked them: held (token included) and, by
+// namespace, the resourceVersion of each copy holding it. While the
+// metadata cache shows a remembered version, that copy is not read. Like
+// tokenMemory it is not needed after a restart: the copies are read once.
+type copiesMemory struct {
+	held     heldToken
+	versions map[string]string
+}
+
+// copiesMemories holds the copiesMemory of every ClusterOpsnowToken.
+type copiesMemories struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]copiesMemory
+}
+
+func newCopiesMemories() *copiesMemories {
+	return &copiesMemories{m: map[types.NamespacedName]copiesMemory{}}
+}
+
+// get returns key's memory; its versions map must not be changed.
+func (c *copiesMemories) get(key types.NamespacedName) copiesMemory {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+// set replaces key's memory, dropping it when it holds no token.
+func (c *copiesMemories) set(key types.NamespacedName, m copiesMemory) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.held.Token == "" || len(m.versions) == 0 {
+		delete(c.m, key)
+		return
+	}
+	c.m[key] = m
+}
+
+func (c *copiesMemories) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
 }
 
 // NewClusterOpsnowTokenReconciler builds a ClusterOpsnowToken reconciler
@@ -69,6 +118,7 @@ func NewClusterOpsnowTokenReconciler(tokens *OpsnowTokenReconciler, namespace st
 		scheduler: newRefreshScheduler(tokens.clock),
 		recovery:  newEndpointRecovery(),
 		memory:    newMemories(),
+		copies:    newCopiesMemories(),
 	}
 }
 
@@ -100,11 +150,13 @@ func (r *ClusterOpsnowTokenReconciler) Reconcile(ctx context.Context, req ctrl.R
 	var s clusterSummary
 	if ci.idle() {
 		out := r.actIdle(ctx, ci)
+		r.copies.forget(key)
 		s = summarizeIdle(ci, out)
 		r.record(ctx, ci, plan{}, out, s)
 	} else {
 		p := decide(ci.inputs)
 		out := r.act(ctx, ci, p)
+		r.rememberCopies(ci, out)
 		s = summarizeCluster(ci, p, out)
 		r.remember(ci, p, s.summary)
 		r.record(ctx, ci, p, out, s)
@@ -198,8 +250,29 @@ func (r *ClusterOpsnowTokenReconciler) act(ctx context.Context, ci *clusterInput
 	if p.Action != actStall && p.Action != actSuspend {
 		out.Deleted, out.DeleteErr = r.deleteOrphans(ctx, ci, out.Err == nil && len(out.Failed) == 0)
 	}
+	// The held token is known (remembered or read): failure messages
+	// quoting it are redacted without reading a copy again.
+	out.HeldToken = ci.Held.Token
 	out.Now = r.tokens.clock.Now()
 	return out
+}
+
+// rememberCopies keeps the token the copies now hold and the version of
+// each copy that holds it: the copies written or found unchanged by a sync,
+// else those gather found holding the held token.
+func (r *ClusterOpsnowTokenReconciler) rememberCopies(ci *clusterInputs, out clusterOutcome) {
+	m := copiesMemory{held: ci.Held, versions: map[string]string{}}
+	if out.SyncRan {
+		m.held = out.SyncedToken
+		maps.Copy(m.versions, out.Versions)
+	} else {
+		for _, t := range ci.Targets {
+			if t.holds(m.held.Token) {
+				m.versions[t.Namespace] = t.Secret.ResourceVersion
+			}
+		}
+	}
+	r.copies.set(clusterKey(ci.Cluster.Name), m)
 }
 
 // refresh takes a request slot, reads the API key, exchanges it once and
@@ -294,6 +367,7 @@ func (r *ClusterOpsnowTokenReconciler) patchStatus(ctx context.Context, ct *auth
 // forget drops what is kept about a ClusterOpsnowToken that is gone or going.
 func (r *ClusterOpsnowTokenReconciler) forget(key types.NamespacedName) {
 	r.memory.forget(key)
+	r.copies.forget(key)
 	r.scheduler.cancel(key)
 	r.recovery.forget(key)
 	r.tokens.limiter.Forget(key, r.tokens.clock.Now())

@@ -29,6 +29,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -240,18 +241,21 @@ func TestClusterTokenFanOutJoinAndLeave(t *testing.T) {
 		t.Errorf("status: %+v, want expiresAt, nextRefreshTime and observedGeneration 1", ct.Status)
 	}
 
-	// Nothing changed: no write at all.
-	_, before := w.counters()
+	// Nothing changed: no write at all, and no Secret read.
+	reads, before := w.counters()
 	w.reconcileCluster("shared")
-	if _, after := w.counters(); after != before {
-		t.Errorf("a reconcile with nothing changed wrote %d times", after-before)
+	if r, after := w.counters(); after != before || r != reads {
+		t.Errorf("a reconcile with nothing changed wrote %d times and read %d Secrets", after-before, r-reads)
 	}
 
-	// A namespace joins, one leaves.
+	// A namespace joins, one leaves: the token is remembered, no copy is read.
 	w.labelNamespace("other", map[string]string{"team": "c"})
 	w.labelNamespace("team-b", nil)
 	w.reconcileCluster("shared")
 	w.expectRequests(1)
+	if r, _ := w.counters(); r != reads {
+		t.Errorf("a namespace joining read %d Secrets, want none", r-reads)
+	}
 	w.expectCopies("shared", "token-1", "team-a", "other", "listed")
 	if w.copyIn("team-b") != nil {
 		t.Errorf("namespace team-b stopped matching and still holds the Secret")
@@ -344,16 +348,31 @@ func TestClusterTokenRestartWithZeroRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.restart()
+	reads, _ := w.counters()
 	w.reconcileCluster("shared")
 	w.expectRequests(0)
 	w.expectCopies("shared", "token-1", "team-a", "team-b")
 	w.expectClusterReady("shared", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+	if r, _ := w.counters(); r-reads != 1 {
+		t.Errorf("the restart read %d Secrets, want the one copy left", r-reads)
+	}
 
-	// The planned refresh: one request for all.
+	// The planned refresh: one request for all; of Secrets only the API
+	// key is read, the copies' versions being the ones written.
 	ct := w.clusterToken("shared")
 	w.stepTo(ct.Status.NextRefreshTime.Time)
+	reads, _ = w.counters()
 	w.reconcileCluster("shared")
 	w.expectRequests(1)
+	if r, _ := w.counters(); r-reads != 1 {
+		t.Errorf("a routine refresh read %d Secrets, want the API key alone", r-reads)
+	}
+	// A wake-up with nothing due reads nothing.
+	reads, _ = w.counters()
+	w.reconcileCluster("shared")
+	if r, _ := w.counters(); r != reads {
+		t.Errorf("a wake-up with nothing due read %d Secrets", r-reads)
+	}
 	w.expectCopies("shared", "token-1", "team-a", "team-b") // the restarted upstream numbers from 1 again
 	if got := w.clusterToken("shared").Status.ExpiresAt; !got.After(ct.Status.ExpiresAt.Time) {
 		t.Errorf("expiresAt after the refresh: %v, want later than %v", got, ct.Status.ExpiresAt)
@@ -526,8 +545,9 @@ func TestClusterTokenTemplateChangeWithoutRequest(t *testing.T) {
 	w.createNamespace("team-b", map[string]string{"team": "b"})
 	w.createClusterToken("shared")
 	w.reconcileCluster("shared")
+	reads, _ := w.counters()
 	w.editClusterToken("shared", func(ct *authv1alpha1.ClusterOpsnowToken) {
-		ct.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Labels: map[string]string{"app": "billing"}}
+		ct.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Labels: map[string]string{"app": "billing", "tier": "gold"}}
 	})
 	w.reconcileCluster("shared")
 	w.expectRequests(1)
@@ -540,6 +560,23 @@ func TestClusterTokenTemplateChangeWithoutRequest(t *testing.T) {
 	if ct.Status.ObservedGeneration != 2 {
 		t.Errorf("observedGeneration %d, want 2", ct.Status.ObservedGeneration)
 	}
+	// A value changed and a key dropped: seen from the cached record of
+	// the template applied, with no copy read.
+	w.editClusterToken("shared", func(ct *authv1alpha1.ClusterOpsnowToken) {
+		ct.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Labels: map[string]string{"app": "payments"}}
+	})
+	w.reconcileCluster("shared")
+	w.expectRequests(1)
+	for _, ns := range []string{"team-a", "team-b"} {
+		l := w.copyIn(ns).Labels
+		if _, tier := l["tier"]; l["app"] != "payments" || tier {
+			t.Errorf("namespace %s: labels %v, want app=payments and no tier", ns, l)
+		}
+	}
+	if r, _ := w.counters(); r != reads {
+		t.Errorf("template changes read %d Secrets, want none", r-reads)
+	}
+	w.expectCopies("shared", "token-1", "team-a", "team-b")
 }
 
 // More failures than status lists are counted, and the list is bounded.
@@ -560,5 +597,33 @@ func TestClusterTokenFailureListIsBounded(t *testing.T) {
 	if len(ct.Status.Failures) != authv1alpha1.MaxNamespaceFailures || ct.Status.Failures[0].Namespace != "team-00" {
 		t.Errorf("failures: %d listed starting %+v, want %d in namespace order", len(ct.Status.Failures),
 			ct.Status.Failures[0], authv1alpha1.MaxNamespaceFailures)
+	}
+}
+
+// A copy's metadata event wakes the ClusterOpsnowToken that controls it,
+// and never an OpsnowToken of the same name in that namespace.
+func TestSecretEventsMapToTheirKind(t *testing.T) {
+	w := newClusterWorld(t)
+	w.createNamespace("team-a", map[string]string{"team": "a"})
+	w.createToken("shared")
+	w.createClusterToken("shared")
+	ct := w.clusterToken("shared")
+	m := secretMetadataObject()
+	m.Namespace, m.Name = testNamespace, "shared-copy"
+	m.OwnerReferences = []metav1.OwnerReference{{APIVersion: authv1alpha1.GroupVersion.String(),
+		Kind: "ClusterOpsnowToken", Name: ct.Name, UID: ct.UID, Controller: ptr.To(true)}}
+	if got := w.r.tokensForSecret(w.ctx, m); len(got) != 0 {
+		t.Errorf("OpsnowToken requests for a ClusterOpsnowToken's copy: %v, want none", got)
+	}
+	got := w.cr.clusterTokensForSecret(w.ctx, m)
+	if len(got) != 1 || got[0].NamespacedName != clusterKey("shared") {
+		t.Errorf("ClusterOpsnowToken requests: %v, want shared", got)
+	}
+	m.OwnerReferences[0].Kind = "OpsnowToken"
+	if got := w.r.tokensForSecret(w.ctx, m); len(got) != 1 || got[0].Name != "shared" || got[0].Namespace != testNamespace {
+		t.Errorf("OpsnowToken requests for its Secret: %v, want %s/shared", got, testNamespace)
+	}
+	if got := w.cr.clusterTokensForSecret(w.ctx, m); len(got) != 0 {
+		t.Errorf("ClusterOpsnowToken requests for an OpsnowToken's Secret: %v, want none", got)
 	}
 }

@@ -39,10 +39,6 @@ import (
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 )
 
-// clusterSecretControllerIndex maps a cached Secret to the UID of the
-// ClusterOpsnowToken that controls it.
-const clusterSecretControllerIndex = "metadata.controller.clusteropsnowtoken.uid"
-
 // SetupClusterTokens wires a ClusterOpsnowToken reconciler into mgr next to
 // tokens (as Setup returned it), sharing its clients, exchanger, allowlist
 // and rate limiter; API keys are read in namespace. It needs the manager to
@@ -54,41 +50,30 @@ func SetupClusterTokens(mgr ctrl.Manager, tokens *OpsnowTokenReconciler, namespa
 	if len(tokens.namespaces) > 0 {
 		return nil, errors.New("ClusterOpsnowTokens need the manager to watch all namespaces")
 	}
-	r := NewClusterOpsnowTokenReconciler(tokens, namespace)
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Secret{},
-		clusterSecretControllerIndex, indexClusterSecretController); err != nil {
-		return nil, fmt.Errorf("index Secrets by controlling ClusterOpsnowToken: %w", err)
+	metadata, ok := tokens.secretMetadata.(cache.Cache)
+	if !ok {
+		return nil, errors.New("ClusterOpsnowTokens need the Secret metadata cache Setup creates")
 	}
+	r := NewClusterOpsnowTokenReconciler(tokens, namespace)
 	if err := mgr.Add(r.scheduler); err != nil {
 		return nil, fmt.Errorf("add ClusterOpsnowToken refresh scheduler: %w", err)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&authv1alpha1.ClusterOpsnowToken{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, refreshRequested))).
-		Owns(&corev1.Secret{}).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allClusterTokens),
 			builder.WithPredicates(namespaceSelectionChanged)).
 		WatchesRawSource(source.Channel(r.scheduler.events, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers}).
-		Named("clusteropsnowtoken")
-	if metadata, ok := tokens.secretMetadata.(cache.Cache); ok {
-		b = b.WatchesRawSource(source.Kind(metadata, secretMetadataObject(),
+		Named("clusteropsnowtoken").
+		// Copies are watched by metadata only, as OpsnowToken targets are:
+		// no Secret's data is cached (see CacheOptions).
+		WatchesRawSource(source.Kind(metadata, secretMetadataObject(),
 			handler.TypedEnqueueRequestsFromMapFunc(r.clusterTokensForSecret)))
-	}
 	if err := b.Complete(r); err != nil {
 		return nil, err
 	}
 	return r, nil
-}
-
-// indexClusterSecretController maps a cached Secret to the UID of the
-// ClusterOpsnowToken that controls it.
-func indexClusterSecretController(o client.Object) []string {
-	ref := metav1.GetControllerOf(o)
-	if ref == nil || ref.Kind != "ClusterOpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
-		return nil
-	}
-	return []string{string(ref.UID)}
 }
 
 // namespaceSelectionChanged passes the namespace events that can change a
@@ -117,16 +102,20 @@ func (r *ClusterOpsnowTokenReconciler) allClusterTokens(ctx context.Context, _ c
 	return requests
 }
 
-// clusterTokensForSecret maps a Secret to the ClusterOpsnowTokens that read
-// it as their API key (in the cluster resource namespace) or write a
-// Secret of its name (a conflict appearing or going, a copy deleted).
+// clusterTokensForSecret maps a Secret to the ClusterOpsnowToken that
+// controls it (a copy edited or deleted), and to those that read it as
+// their API key (in the cluster resource namespace) or write a Secret of
+// its name (a conflict appearing or going).
 func (r *ClusterOpsnowTokenReconciler) clusterTokensForSecret(ctx context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
+	var requests []reconcile.Request
+	if ref := controllingToken(s); ref != nil && ref.Kind == "ClusterOpsnowToken" {
+		requests = append(requests, reconcile.Request{NamespacedName: clusterKey(ref.Name)})
+	}
 	var list authv1alpha1.ClusterOpsnowTokenList
 	if err := r.tokens.client.List(ctx, &list); err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list ClusterOpsnowTokens for Secret", "secret", client.ObjectKeyFromObject(s))
-		return nil
+		return requests
 	}
-	var requests []reconcile.Request
 	for i := range list.Items {
 		ct := &list.Items[i]
 		if ct.Spec.SecretName == s.Name || (s.Namespace == r.namespace && ct.Spec.APIKeySecretRef.Name == s.Name) {

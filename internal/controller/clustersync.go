@@ -23,7 +23,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,9 +46,13 @@ const syncWriters = 16
 type clusterOutcome struct {
 	outcome
 	// Synced counts the targets that hold the written token after a sync;
-	// SyncRan says a sync was attempted at all.
-	Synced  int
-	SyncRan bool
+	// SyncRan says a sync was attempted at all, SyncedToken of which token.
+	Synced      int
+	SyncRan     bool
+	SyncedToken heldToken
+	// Versions are, by namespace, the resourceVersions of the copies that
+	// hold SyncedToken after the sync.
+	Versions map[string]string
 	// Failed holds the namespaces whose copy could not be written, by name.
 	Failed map[string]*refreshError
 	// Conflicts are namespaces found to hold a foreign Secret while writing.
@@ -64,22 +67,14 @@ type clusterOutcome struct {
 // records for all refused writes (nil when none was refused).
 func (r *ClusterOpsnowTokenReconciler) sync(ctx context.Context, ci *clusterInputs, held heldToken, out *clusterOutcome) error {
 	results := make([]error, len(ci.Targets))
-	sem := make(chan struct{}, syncWriters)
-	var wg sync.WaitGroup
-	for i := range ci.Targets {
-		if ci.Targets[i].Conflict {
-			continue
+	versions := make([]string, len(ci.Targets))
+	inParallel(len(ci.Targets), func(i int) {
+		if !ci.Targets[i].Conflict {
+			versions[i], results[i] = r.writeCopy(ctx, ci, ci.Targets[i], held)
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			results[i] = r.writeCopy(ctx, ci, ci.Targets[i], held)
-		}()
-	}
-	wg.Wait()
+	})
 
+	out.SyncedToken, out.Versions = held, map[string]string{}
 	out.SyncRan, out.Synced = true, 0
 	if out.Failed == nil {
 		out.Failed = map[string]*refreshError{}
@@ -92,6 +87,7 @@ func (r *ClusterOpsnowTokenReconciler) sync(ctx context.Context, ci *clusterInpu
 		case t.Conflict:
 		case err == nil:
 			out.Synced++
+			out.Versions[t.Namespace] = versions[i]
 		case errors.As(err, &rerr) && rerr.Reason == authv1alpha1.ReasonSecretConflict:
 			out.Conflicts = append(out.Conflicts, t.Namespace)
 		default:
@@ -109,9 +105,12 @@ func (r *ClusterOpsnowTokenReconciler) sync(ctx context.Context, ci *clusterInpu
 		ci.SecretName, len(out.Failed), len(ci.Targets), first, out.Failed[first].Message)}
 }
 
-// writeCopy creates or updates the Secret of one namespace to hold held,
-// and writes nothing when it already does.
-func (r *ClusterOpsnowTokenReconciler) writeCopy(ctx context.Context, ci *clusterInputs, t nsTarget, held heldToken) error {
+// writeCopy creates the Secret of one namespace or patches it to hold
+// held, writes nothing when it already does, and returns the copy's
+// resourceVersion. A copy known to hold held gets a metadata-only patch
+// (the template, the operator's annotations), and none when the cached
+// metadata already records them; no copy's data is read here.
+func (r *ClusterOpsnowTokenReconciler) writeCopy(ctx context.Context, ci *clusterInputs, t nsTarget, held heldToken) (string, error) {
 	ct := ci.Cluster
 	own := clusterTokenLabels(ct.Name)
 	tmpl := ct.Spec.SecretTemplate
@@ -121,36 +120,40 @@ func (r *ClusterOpsnowTokenReconciler) writeCopy(ctx context.Context, ci *cluste
 		// A namespaced object may have a cluster-scoped owner: deleting
 		// the ClusterOpsnowToken garbage-collects every copy.
 		if err := controllerutil.SetControllerReference(ct, s, r.tokens.scheme, controllerutil.WithBlockOwnerDeletion(false)); err != nil {
-			return secretWriteError("set the owner of", ci.SecretName, err)
+			return "", secretWriteError("set the owner of", ci.SecretName, err)
 		}
 		err := r.tokens.client.Create(ctx, s)
 		if !apierrors.IsAlreadyExists(err) {
 			if err != nil {
-				return secretWriteError("create", ci.SecretName, err)
+				return "", secretWriteError("create", ci.SecretName, err)
 			}
-			return nil
+			return s.ResourceVersion, nil
 		}
 		// Created meanwhile: by this operator (a cache behind its own
-		// write) or by someone else (a conflict, left alone).
+		// write) or by someone else (a conflict, left alone). Its data is
+		// unknown, so the patch below writes the token whole.
 		existing, conflict, rerr := r.liveCopy(ctx, ct, client.ObjectKeyFromObject(s))
 		switch {
 		case rerr != nil:
-			return secretWriteError("read", ci.SecretName, rerr)
+			return "", secretWriteError("read", ci.SecretName, rerr)
 		case conflict:
-			return &refreshError{Reason: authv1alpha1.ReasonSecretConflict, Message: conflictMessage(ci.SecretName)}
+			return "", &refreshError{Reason: authv1alpha1.ReasonSecretConflict, Message: conflictMessage(ci.SecretName)}
 		case existing == nil:
-			return secretWriteError("create", ci.SecretName, err)
+			return "", secretWriteError("create", ci.SecretName, err)
 		}
-		t.Secret = existing
+		t.Secret, t.Intact = existing, false
 	}
-	s := t.Secret.DeepCopy()
-	if !desiredSecretContent(own, tmpl, held, t.Secret.Annotations[tokenHashAnnotation]).apply(s) {
-		return nil
+	var c secretContent
+	if t.holds(held.Token) {
+		c = desiredSecretMetadata(own, tmpl, held, t.Secret.Annotations[tokenHashAnnotation])
+	} else {
+		c = desiredSecretContent(own, tmpl, held, t.Secret.Annotations[tokenHashAnnotation])
 	}
-	if err := r.tokens.client.Update(ctx, s); err != nil {
-		return secretWriteError("update", ci.SecretName, err)
+	version, err := patchSecret(ctx, r.tokens.client, t.Secret, c)
+	if err != nil {
+		return "", secretWriteError("update", ci.SecretName, err)
 	}
-	return nil
+	return version, nil
 }
 
 // clusterTokenLabels are the operator's labels on a ClusterOpsnowToken's copies.
@@ -238,7 +241,7 @@ func summarizeCluster(ci *clusterInputs, p plan, out clusterOutcome) clusterSumm
 	if !out.SyncRan {
 		synced = 0
 		for _, t := range ci.Targets {
-			if !t.Conflict && current != "" && holds(t.Secret, current) {
+			if !t.Conflict && t.holds(current) {
 				synced++
 			}
 		}

@@ -151,7 +151,6 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 		WithIndex(&authv1alpha1.OpsnowToken{}, apiKeySecretIndex, indexAPIKeySecret).
 		WithIndex(&authv1alpha1.OpsnowToken{}, targetSecretIndex, indexTargetSecret).
 		WithIndex(&corev1.Secret{}, secretControllerIndex, indexSecretController).
-		WithIndex(&corev1.Secret{}, clusterSecretControllerIndex, indexClusterSecretController).
 		Build()
 	writes := interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
