@@ -70,6 +70,9 @@ type options struct {
 	watchNamespaces         string
 	apiKeySecretSelector    string
 	apiKeySelector          labels.Selector
+	enableClusterTokens     bool
+	clusterTokensExplicit   bool
+	clusterResourceNS       string
 	metricsAddr             string
 	secureMetrics           bool
 	metricsCertPath         string
@@ -107,6 +110,10 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Token lifetimes the upstream reports shorter than this are InvalidResponse and retried on the backoff, never refreshed in a loop.")
 	fs.StringVar(&o.apiKeySecretSelector, "api-key-secret-selector", "",
 		"Label selector API-key Secrets must match for their key to be sent (e.g. opsnow.io/api-key=true); empty allows any Opaque Secret.")
+	fs.BoolVar(&o.enableClusterTokens, "enable-cluster-tokens", true,
+		"Run the ClusterOpsnowToken controller, which needs cluster-wide watches; with --watch-namespaces it is off unless set, and setting it true there is an error.")
+	fs.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "",
+		"Namespace holding the API-key Secrets of ClusterOpsnowTokens; empty means the manager's own namespace.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0",
 		"Address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable.")
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
@@ -148,6 +155,18 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	}
 	if o.minTokenLifetime <= 0 || o.minTokenLifetime > opsnow.MaxLifetime {
 		return nil, fmt.Errorf("--min-token-lifetime must be positive and at most %s, got %s", opsnow.MaxLifetime, o.minTokenLifetime)
+	}
+	fs.Visit(func(f *flag.Flag) {
+		o.clusterTokensExplicit = o.clusterTokensExplicit || f.Name == "enable-cluster-tokens"
+	})
+	if o.watchNamespaces != "" && o.enableClusterTokens {
+		// ClusterOpsnowTokens write to any namespace their selector
+		// matches; a manager restricted to some namespaces can neither see
+		// nor write the others, and its install grants no cluster rights.
+		if o.clusterTokensExplicit {
+			return nil, errors.New("--enable-cluster-tokens needs cluster-wide watches and cannot be combined with --watch-namespaces")
+		}
+		o.enableClusterTokens = false
 	}
 	selector, err := labels.Parse(o.apiKeySecretSelector)
 	if err != nil {
@@ -226,7 +245,7 @@ func run(o *options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	if _, err := controller.Setup(mgr, controller.Options{
+	tokens, err := controller.Setup(mgr, controller.Options{
 		Clock:                   clock.RealClock{},
 		Exchanger:               opsnow.NewClient(opsnow.NewHTTPClient(timeout), clock.RealClock{}).WithMinLifetime(o.minTokenLifetime),
 		Endpoints:               allowlist,
@@ -235,8 +254,18 @@ func run(o *options) error {
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 		WatchNamespaces:         namespaces,
 		APIKeySecretSelector:    o.apiKeySelector,
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("set up controller: %w", err)
+	}
+	clusterNS, err := clusterResourceNamespace(o)
+	if err != nil {
+		return err
+	}
+	if clusterNS != "" {
+		if _, err := controller.SetupClusterTokens(mgr, tokens, clusterNS); err != nil {
+			return fmt.Errorf("set up ClusterOpsnowToken controller: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("set up health check: %w", err)
@@ -247,11 +276,41 @@ func run(o *options) error {
 
 	setupLog.Info("Starting manager", "defaultEndpoint", defaultEndpoint, "allowedEndpoints", allowlist.Entries(),
 		"watchNamespaces", namespaces, "maxConcurrentReconciles", o.maxConcurrentReconciles,
-		"tokenRequestRate", o.tokenRequestRate, "minTokenLifetime", o.minTokenLifetime, "apiKeySecretSelector", o.apiKeySelector.String())
+		"tokenRequestRate", o.tokenRequestRate, "minTokenLifetime", o.minTokenLifetime, "apiKeySecretSelector", o.apiKeySelector.String(),
+		"clusterTokens", clusterNS != "", "clusterResourceNamespace", clusterNS)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// serviceAccountNamespaceFile holds the namespace of a pod's ServiceAccount.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// clusterResourceNamespace returns where ClusterOpsnowTokens' API keys are
+// read, or "" when the ClusterOpsnowToken controller does not run: the
+// flag, else the manager's own namespace (POD_NAMESPACE, or the
+// ServiceAccount mount, as cert-manager finds its cluster resource
+// namespace). Outside a cluster with neither, the controller stays off
+// unless --enable-cluster-tokens was given, which is then an error.
+func clusterResourceNamespace(o *options) (string, error) {
+	if !o.enableClusterTokens {
+		return "", nil
+	}
+	if o.clusterResourceNS != "" {
+		return o.clusterResourceNS, nil
+	}
+	if ns := strings.TrimSpace(os.Getenv("POD_NAMESPACE")); ns != "" {
+		return ns, nil
+	}
+	if b, err := os.ReadFile(serviceAccountNamespaceFile); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if o.clusterTokensExplicit {
+		return "", errors.New("--enable-cluster-tokens: the manager's namespace is unknown outside a cluster; set --cluster-resource-namespace")
+	}
+	ctrl.Log.WithName("setup").Info("ClusterOpsnowTokens are off: the manager's namespace is unknown outside a cluster; set --cluster-resource-namespace")
+	return "", nil
 }
 
 // oneLine keeps a flag error on the one line the usage promises.

@@ -53,6 +53,25 @@ func TestAPIReferenceCoversCRD(t *testing.T) {
 		}
 	}
 
+	// The ClusterOpsnowToken's fields are described in its own part.
+	_, clusterDoc, ok := strings.Cut(doc, "# ClusterOpsnowToken API reference")
+	if !ok {
+		t.Fatal("docs/api.md has no section \"# ClusterOpsnowToken API reference\"")
+	}
+	var clusterCRD apiextensionsv1.CustomResourceDefinition
+	if err := yaml.Unmarshal([]byte(readFile(t, filepath.Join("..", "..", "config", "crd", "bases", "auth.opsnow.io_clusteropsnowtokens.yaml"))), &clusterCRD); err != nil {
+		t.Fatalf("decode ClusterOpsnowToken CRD: %v", err)
+	}
+	var clusterFields []string
+	for _, top := range []string{"spec", "status"} {
+		collectFields(clusterCRD.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties[top], top, &clusterFields)
+	}
+	for _, f := range clusterFields {
+		if !strings.Contains(clusterDoc, "`"+f+"`") {
+			t.Errorf("the ClusterOpsnowToken part of docs/api.md does not describe the field `%s`", f)
+		}
+	}
+
 	reasons := reasonConstants(t)
 	if len(reasons) < 9 {
 		t.Fatalf("found only %d Reason constants: %v", len(reasons), reasons)
@@ -79,10 +98,19 @@ func collectFields(schema apiextensionsv1.JSONSchemaProps, path string, out *[]s
 // reasonConstants returns the values of the Reason* constants of this package.
 func reasonConstants(t *testing.T) []string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "opsnowtoken_types.go", nil, 0)
-	if err != nil {
-		t.Fatalf("parse types: %v", err)
+	var values []string
+	for _, file := range []string{"opsnowtoken_types.go", "clusteropsnowtoken_types.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatalf("parse types: %v", err)
+		}
+		values = append(values, reasonValues(f)...)
 	}
+	return values
+}
+
+// reasonValues returns the values of the Reason* constants declared in f.
+func reasonValues(f *ast.File) []string {
 	var values []string
 	ast.Inspect(f, func(n ast.Node) bool {
 		spec, ok := n.(*ast.ValueSpec)

@@ -140,6 +140,32 @@ type OpsnowTokenSpec struct {
 	// suspend stops refreshing while true; the token in the Secret then expires.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// secretTemplate holds labels and annotations merged onto the target
+	// Secret. Changing it rewrites the Secret's metadata without a new token.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// SecretTemplate is metadata the operator merges onto the Secrets it writes,
+// as cert-manager's Certificate secretTemplate does. The operator's own keys
+// (under auth.opsnow.io/, and the managed-by label) cannot be set through it:
+// they are how the operator recognises its Secrets and resumes after a restart.
+type SecretTemplate struct {
+	// labels are merged onto the Secret's labels. A label removed from the
+	// template is removed from the Secret.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('auth.opsnow.io/') && k != 'app.kubernetes.io/managed-by')",message="labels under auth.opsnow.io/ and the label app.kubernetes.io/managed-by belong to the operator and cannot be set through secretTemplate"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63)",message="label values must be at most 63 characters"
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations are merged onto the Secret's annotations. An annotation
+	// removed from the template is removed from the Secret.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('auth.opsnow.io/'))",message="annotations under auth.opsnow.io/ belong to the operator and cannot be set through secretTemplate"
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // OpsnowTokenStatus is the observed state of the token.

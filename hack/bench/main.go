@@ -30,6 +30,7 @@ limitations under the License.
 //	spoof        200 Secrets of 1 MiB labelled as the operator's, not its own
 //	refresh      N short-lived tokens refreshing on schedule
 //	outage       the token server fails for -outage, then recovers
+//	cluster      one ClusterOpsnowToken selecting 500 namespaces
 //
 // and prints one table, also written as JSON (-json). API-server writes come
 // from kube-apiserver's own apiserver_request_total, less the benchmark's
@@ -76,11 +77,12 @@ const (
 	scenarioRefresh        = "refresh"
 	scenarioOutage         = "outage"
 	scenarioSpoof          = "spoof"
+	scenarioCluster        = "cluster"
 )
 
 var allScenarios = []string{
 	scenarioIdle, scenarioBurstLimited, scenarioBurstUnlimited, scenarioRestart, scenarioSelfTrigger,
-	scenarioUnrelated, scenarioSpoof, scenarioRefresh, scenarioOutage,
+	scenarioUnrelated, scenarioSpoof, scenarioRefresh, scenarioOutage, scenarioCluster,
 }
 
 // config holds the benchmark's flags.
@@ -318,6 +320,8 @@ func (b *bench) runScenario(ctx context.Context, name string, later []string) er
 		return b.refresh(ctx)
 	case scenarioOutage:
 		return b.outage(ctx)
+	case scenarioCluster:
+		return b.cluster(ctx)
 	}
 	return fmt.Errorf("unknown scenario %q", name)
 }

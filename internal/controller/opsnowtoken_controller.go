@@ -23,6 +23,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"time"
 
@@ -326,7 +327,7 @@ func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held
 	tok := in.Token
 	if in.Secret == nil {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: tok.Namespace, Name: in.SecretName}}
-		desiredSecretContent(tok.Name, held, "").apply(s)
+		desiredSecretContent(tokenLabels(tok.Name), tok.Spec.SecretTemplate, held, "").apply(s)
 		// blockOwnerDeletion stays false: setting it true needs the update
 		// verb on opsnowtokens/finalizers under the
 		// OwnerReferencesPermissionEnforcement admission plugin, and
@@ -340,39 +341,95 @@ func (r *OpsnowTokenReconciler) writeSecret(ctx context.Context, in inputs, held
 		out.SecretVersion = s.ResourceVersion
 		return nil
 	}
-	return r.patchSecret(ctx, in, desiredSecretContent(tok.Name, held, in.Secret.Annotations[tokenHashAnnotation]), out)
+	return r.patchSecret(ctx, in, desiredSecretContent(tokenLabels(tok.Name), tok.Spec.SecretTemplate, held, in.Secret.Annotations[tokenHashAnnotation]), out)
 }
 
 // writeSecretMetadata puts back the operator's labels and annotations of a
-// Secret whose token stays; its data is neither read nor written.
+// Secret whose token stays, and the template's; its data is neither read
+// nor written.
 func (r *OpsnowTokenReconciler) writeSecretMetadata(ctx context.Context, in inputs, out *outcome) error {
 	if in.Secret == nil || !in.Intact {
 		return nil
 	}
-	c := desiredSecretMetadata(in.Token.Name, in.Held, in.Secret.Annotations[tokenHashAnnotation])
+	c := desiredSecretMetadata(tokenLabels(in.Token.Name), in.Token.Spec.SecretTemplate, in.Held, in.Secret.Annotations[tokenHashAnnotation])
 	return r.patchSecret(ctx, in, c, out)
 }
 
-// patchSecret changes the target Secret to have c, with a merge patch that
-// holds only what differs, under the resourceVersion it was read at: the
-// Secret's data need not be read to be replaced, and a Secret changed since
-// is a conflict retried on fresh inputs rather than overwritten.
+// patchSecret changes the target Secret to have c (see patchSecret) and
+// notes the resourceVersion written, or kept, in out.
 func (r *OpsnowTokenReconciler) patchSecret(ctx context.Context, in inputs, c secretContent, out *outcome) error {
-	base := &corev1.Secret{ObjectMeta: *in.Secret.ObjectMeta.DeepCopy(), Type: in.Secret.Type, Data: in.Secret.Data}
-	s := base.DeepCopy()
-	if !c.apply(s) {
-		out.SecretVersion = in.SecretVersion
-		return nil
+	version, err := patchSecret(ctx, r.client, in.Secret, c)
+	if err != nil {
+		return secretWriteError("update", in.SecretName, err)
 	}
-	if base.Data == nil && c.Data != nil {
+	if version == in.Secret.ResourceVersion {
+		version = in.SecretVersion
+	}
+	out.SecretVersion = version
+	return nil
+}
+
+// patchSecret changes the existing Secret cur to have c, with a merge patch
+// that holds only what differs, under cur's resourceVersion: the Secret's
+// data need not be read to be replaced, and a Secret changed since is a
+// conflict retried on fresh inputs rather than overwritten. cur is either
+// the Secret read from the API server (it has data) or its cached metadata
+// (no data, and of its labels and annotations only the operator's). It
+// returns the resourceVersion after the patch, cur's when nothing was to
+// be written.
+func patchSecret(ctx context.Context, w client.Writer, cur *corev1.Secret, c secretContent) (string, error) {
+	base := &corev1.Secret{ObjectMeta: *cur.ObjectMeta.DeepCopy(), Type: cur.Type, Data: cur.Data}
+	metadataOnly := base.Data == nil
+	if metadataOnly {
+		markTemplated(base)
+	}
+	s := base.DeepCopy()
+	changed := c.apply(s)
+	if metadataOnly && c.Data == nil {
+		// The template's keys are not cached, so they always look
+		// missing here; the operator's keys, which are cached and record
+		// the template applied (its keys and hash), tell whether anything
+		// is to be written.
+		changed = !maps.Equal(operatorKeys(s.Labels), operatorKeys(base.Labels)) ||
+			!maps.Equal(operatorKeys(s.Annotations), operatorKeys(base.Annotations))
+	}
+	if !changed {
+		return cur.ResourceVersion, nil
+	}
+	if metadataOnly && c.Data != nil {
 		// Unknown data: the patch replaces the operator's keys.
 		s.Type = base.Type
 	}
-	if err := r.client.Patch(ctx, s, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return secretWriteError("update", in.SecretName, err)
+	if err := w.Patch(ctx, s, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return "", err
 	}
-	out.SecretVersion = s.ResourceVersion
-	return nil
+	return s.ResourceVersion, nil
+}
+
+// unknownValue stands, in a patch's base, for the value of a label or
+// annotation the metadata cache does not hold. No label or annotation can
+// have it, so a key set to any value differs from it, and a key removed
+// becomes null in the patch.
+const unknownValue = "\x00"
+
+// markTemplated gives base, a Secret's cached metadata, the keys the
+// template set last (its annotations list them) that the cache dropped,
+// so that a merge patch computed from base removes those dropped from the
+// template.
+func markTemplated(base *corev1.Secret) {
+	for _, k := range splitKeys(base.Annotations[templateLabelsAnnotation]) {
+		if _, ok := base.Labels[k]; !ok {
+			if base.Labels == nil {
+				base.Labels = map[string]string{}
+			}
+			base.Labels[k] = unknownValue
+		}
+	}
+	for _, k := range splitKeys(base.Annotations[templateAnnotationsAnnotation]) {
+		if _, ok := base.Annotations[k]; !ok {
+			base.Annotations[k] = unknownValue
+		}
+	}
 }
 
 // deleteOrphans deletes the Secrets this OpsnowToken controls besides its

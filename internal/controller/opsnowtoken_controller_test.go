@@ -400,3 +400,48 @@ func TestDeletionStopsRefreshes(t *testing.T) {
 	h.stepTo(next.Add(time.Minute))
 	h.assertRequestsStay(1, 300*time.Millisecond)
 }
+
+// spec.secretTemplate may not set the operator's keys: the API server
+// refuses them with a message naming the rule; other keys pass.
+func TestSecretTemplateOperatorKeysRejected(t *testing.T) {
+	requireControlPlane(t)
+	ns := newHarness(t).ns
+	create := func(tmpl authv1alpha1.SecretTemplate) error {
+		return k8s.Create(context.Background(), &authv1alpha1.OpsnowToken{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "tmpl-"},
+			Spec: authv1alpha1.OpsnowTokenSpec{
+				APIKeySecretRef: authv1alpha1.SecretKeySelector{Name: "k"},
+				SecretTemplate:  &tmpl,
+			},
+		})
+	}
+	tests := []struct {
+		name string
+		tmpl authv1alpha1.SecretTemplate
+		want string
+	}{
+		{"managed-by label", authv1alpha1.SecretTemplate{Labels: map[string]string{authv1alpha1.ManagedByLabel: "me"}},
+			"belong to the operator"},
+		{"token label", authv1alpha1.SecretTemplate{Labels: map[string]string{authv1alpha1.TokenLabel: "other"}},
+			"belong to the operator"},
+		{"operator annotation", authv1alpha1.SecretTemplate{Annotations: map[string]string{"auth.opsnow.io/expires-at": "x"}},
+			"belong to the operator"},
+		{"long label value", authv1alpha1.SecretTemplate{Labels: map[string]string{"team": strings.Repeat("a", 64)}},
+			"at most 63 characters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := create(tt.tmpl)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "secretTemplate") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("create: got %v, want Invalid naming secretTemplate with %q", err, tt.want)
+			}
+		})
+	}
+	ok := authv1alpha1.SecretTemplate{
+		Labels:      map[string]string{"team": "a", "app.kubernetes.io/part-of": "billing"},
+		Annotations: map[string]string{"reloader.stakater.com/match": "true"},
+	}
+	if err := create(ok); err != nil {
+		t.Errorf("create with an ordinary template: %v", err)
+	}
+}

@@ -126,16 +126,22 @@ func (e *endpointRecovery) forgetLocked(key types.NamespacedName) {
 // tokens that wait to retry it. Failures the upstream asked to retry after a
 // time (Retry-After) wait for that time.
 func (r *OpsnowTokenReconciler) noteExchange(key types.NamespacedName, endpointURL string, err error) {
+	wakeOnRecovery(r.recovery, r.scheduler, r.clock.Now(), key, endpointURL, err)
+}
+
+// wakeOnRecovery is noteExchange for a recovery and the scheduler that
+// wakes the tokens it tracks.
+func wakeOnRecovery(recovery *endpointRecovery, scheduler *refreshScheduler, now time.Time,
+	key types.NamespacedName, endpointURL string, err error) {
 	var oerr *opsnow.Error
 	switch {
 	case err == nil:
-		now := r.clock.Now()
-		for _, k := range r.recovery.succeeded(endpointURL, key, now) {
-			r.scheduler.schedule(k, now)
+		for _, k := range recovery.succeeded(endpointURL, key, now) {
+			scheduler.schedule(k, now)
 		}
 	case errors.As(err, &oerr) && errors.Is(oerr, opsnow.ErrUnavailable) && oerr.RetryAfter == 0:
-		r.recovery.failed(endpointURL, key)
+		recovery.failed(endpointURL, key)
 	default:
-		r.recovery.forget(key)
+		recovery.forget(key)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,14 @@ const (
 	tokenHashAnnotation = "auth.opsnow.io/token-hash"
 	// refreshRequestAnnotation is the refresh-requested-at value this token answered.
 	refreshRequestAnnotation = "auth.opsnow.io/refresh-request"
+	// templateLabelsAnnotation and templateAnnotationsAnnotation list the
+	// keys spec.secretTemplate set, so that a key dropped from the template
+	// is removed from the Secret and keys others set are left alone.
+	templateLabelsAnnotation      = "auth.opsnow.io/template-labels"
+	templateAnnotationsAnnotation = "auth.opsnow.io/template-annotations"
+	// templateHashAnnotation fingerprints the template as applied, so that
+	// a change of it is seen without reading the Secret (see templateHash).
+	templateHashAnnotation = "auth.opsnow.io/template-hash"
 )
 
 const hashScheme = "hmac-sha256"
@@ -188,15 +197,24 @@ type secretContent struct {
 	Data        map[string][]byte
 }
 
+// tokenLabels are the operator's labels on an OpsnowToken's target Secret.
+func tokenLabels(tokenName string) map[string]string {
+	return map[string]string{
+		authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
+		authv1alpha1.TokenLabel:     tokenLabelValue(tokenName),
+	}
+}
+
 // desiredSecretContent returns the labels, annotations and data a target
-// Secret holding held must have. tokenHash is reused when it still matches,
-// so rewriting an unchanged token does not change the Secret.
-func desiredSecretContent(tokenName string, held heldToken, tokenHash string) secretContent {
+// Secret holding held must have: the operator's labels own, the template's
+// metadata, and the operator's annotations. tokenHash is reused when it
+// still matches, so rewriting an unchanged token does not change the Secret.
+func desiredSecretContent(own map[string]string, tmpl *authv1alpha1.SecretTemplate, held heldToken, tokenHash string) secretContent {
 	expiresAt := held.ExpiresAt.UTC().Format(time.RFC3339)
 	if !hashMatches(tokenHash, tokenData(held.Token, expiresAt)) {
 		tokenHash = saltedHash(tokenData(held.Token, expiresAt))
 	}
-	c := desiredSecretMetadata(tokenName, held, tokenHash)
+	c := desiredSecretMetadata(own, tmpl, held, tokenHash)
 	c.Data = map[string][]byte{
 		authv1alpha1.SecretTokenKey:     []byte(held.Token),
 		authv1alpha1.SecretExpiresAtKey: []byte(expiresAt),
@@ -206,7 +224,7 @@ func desiredSecretContent(tokenName string, held heldToken, tokenHash string) se
 
 // desiredSecretMetadata is desiredSecretContent without the data: the
 // labels and annotations of a Secret whose token, hashed as tokenHash, stays.
-func desiredSecretMetadata(tokenName string, held heldToken, tokenHash string) secretContent {
+func desiredSecretMetadata(own map[string]string, tmpl *authv1alpha1.SecretTemplate, held heldToken, tokenHash string) secretContent {
 	annotations := map[string]string{
 		issuedAtAnnotation:      held.IssuedAt.UTC().Format(time.RFC3339),
 		expiresAtAnnotation:     held.ExpiresAt.UTC().Format(time.RFC3339),
@@ -218,19 +236,84 @@ func desiredSecretMetadata(tokenName string, held heldToken, tokenHash string) s
 	if held.RefreshRequest != "" {
 		annotations[refreshRequestAnnotation] = held.RefreshRequest
 	}
+	labels := map[string]string{}
+	var templated templateKeys
+	if tmpl != nil {
+		// The API server's validation keeps the operator's keys out of the
+		// template; skipping them here as well keeps an object admitted
+		// before that validation from taking them over.
+		for k, v := range tmpl.Labels {
+			if !isOperatorKey(k) {
+				labels[k] = v
+				templated.Labels = append(templated.Labels, k)
+			}
+		}
+		for k, v := range tmpl.Annotations {
+			if !strings.HasPrefix(k, operatorKeyPrefix) {
+				annotations[k] = v
+				templated.Annotations = append(templated.Annotations, k)
+			}
+		}
+	}
+	if len(templated.Labels) > 0 {
+		annotations[templateLabelsAnnotation] = joinSorted(templated.Labels)
+	}
+	if len(templated.Annotations) > 0 {
+		annotations[templateAnnotationsAnnotation] = joinSorted(templated.Annotations)
+	}
+	if len(templated.Labels)+len(templated.Annotations) > 0 {
+		annotations[templateHashAnnotation] = templateHash(labels, annotations, templated)
+	}
+	maps.Copy(labels, own)
 	return secretContent{
-		Labels: map[string]string{
-			authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-			authv1alpha1.TokenLabel:     tokenLabelValue(tokenName),
-		},
+		Labels:      labels,
 		Annotations: annotations,
 	}
 }
 
+// templateKeys are the label and annotation keys a secretTemplate set.
+type templateKeys struct{ Labels, Annotations []string }
+
+// templateHash fingerprints the template's labels and annotations as
+// applied (keys sorted by joinSorted): the metadata cache holds the
+// operator's annotations but not the template's keys, so a changed value
+// is seen as a changed hash.
+func templateHash(labels, annotations map[string]string, keys templateKeys) string {
+	pairs := make([]string, 0, 2*(len(keys.Labels)+len(keys.Annotations)))
+	for _, k := range keys.Labels {
+		pairs = append(pairs, "l:"+k, labels[k])
+	}
+	for _, k := range keys.Annotations {
+		pairs = append(pairs, "a:"+k, annotations[k])
+	}
+	b, _ := json.Marshal(pairs) // marshalling strings cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// isOperatorKey reports whether a label or annotation key is the operator's own.
+func isOperatorKey(k string) bool {
+	return strings.HasPrefix(k, operatorKeyPrefix) || k == authv1alpha1.ManagedByLabel
+}
+
+func joinSorted(keys []string) string {
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
+// splitKeys reads a list written by joinSorted.
+func splitKeys(list string) []string {
+	if list == "" {
+		return nil
+	}
+	return strings.Split(list, ",")
+}
+
 // apply writes c into s, keeping labels and annotations others own (only
-// keys under auth.opsnow.io/ and the two labels are the operator's), and
-// reports whether s changed. Data is written only when c has data; then
-// the Secret holds exactly the operator's keys.
+// keys under auth.opsnow.io/, the managed-by label and the keys the
+// template set are the operator's), and reports whether s changed. Data is
+// written only when c has data; then the Secret holds exactly the
+// operator's keys.
 func (c secretContent) apply(s *corev1.Secret) bool {
 	changed := c.applyMetadata(s)
 	if c.Data == nil {
@@ -254,14 +337,32 @@ func (c secretContent) applyMetadata(s *corev1.Secret) bool {
 	if s.Labels == nil {
 		s.Labels = map[string]string{}
 	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	// Keys the template set before and sets no more go, unless they are
+	// the operator's own (which the template never sets).
+	for _, k := range splitKeys(s.Annotations[templateLabelsAnnotation]) {
+		if _, keep := c.Labels[k]; !keep && !isOperatorKey(k) {
+			if _, ok := s.Labels[k]; ok {
+				delete(s.Labels, k)
+				changed = true
+			}
+		}
+	}
+	for _, k := range splitKeys(s.Annotations[templateAnnotationsAnnotation]) {
+		if _, keep := c.Annotations[k]; !keep && !isOperatorKey(k) {
+			if _, ok := s.Annotations[k]; ok {
+				delete(s.Annotations, k)
+				changed = true
+			}
+		}
+	}
 	for k, v := range c.Labels {
 		if s.Labels[k] != v {
 			s.Labels[k] = v
 			changed = true
 		}
-	}
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
 	}
 	for k := range s.Annotations {
 		if _, keep := c.Annotations[k]; !keep && strings.HasPrefix(k, operatorKeyPrefix) {

@@ -143,7 +143,7 @@ func TestSpecHash(t *testing.T) {
 // writtenSecret returns a Secret as writeSecret creates it for held.
 func writtenSecret(held heldToken) *corev1.Secret {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "billing"}}
-	desiredSecretContent("billing", held, "").apply(s)
+	desiredSecretContent(tokenLabels("billing"), nil, held, "").apply(s)
 	return s
 }
 
@@ -215,7 +215,7 @@ func TestReadHeldToken(t *testing.T) {
 
 func TestDesiredSecretContent(t *testing.T) {
 	held := heldToken{Token: "demo.token-1", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), SpecHash: "spec", APIKeyHash: "kh", APIKeyVersion: "7"}
-	c := desiredSecretContent("billing", held, "")
+	c := desiredSecretContent(tokenLabels("billing"), nil, held, "")
 	if got, want := string(c.Data[authv1alpha1.SecretExpiresAtKey]), "2026-11-27T14:00:00Z"; got != want {
 		t.Errorf("expiresAt: got %q, want %q", got, want)
 	}
@@ -235,11 +235,11 @@ func TestDesiredSecretContent(t *testing.T) {
 	}
 	// The token hash is kept while it matches, so an unchanged token
 	// yields identical content.
-	again := desiredSecretContent("billing", held, c.Annotations[tokenHashAnnotation])
+	again := desiredSecretContent(tokenLabels("billing"), nil, held, c.Annotations[tokenHashAnnotation])
 	if !maps.Equal(again.Annotations, c.Annotations) {
 		t.Errorf("content for the same token: got annotations %v, want %v", again.Annotations, c.Annotations)
 	}
-	other := desiredSecretContent("billing", heldToken{Token: "demo.token-2", ExpiresAt: held.ExpiresAt}, c.Annotations[tokenHashAnnotation])
+	other := desiredSecretContent(tokenLabels("billing"), nil, heldToken{Token: "demo.token-2", ExpiresAt: held.ExpiresAt}, c.Annotations[tokenHashAnnotation])
 	if other.Annotations[tokenHashAnnotation] == c.Annotations[tokenHashAnnotation] {
 		t.Error("content for another token kept the old token hash")
 	}
@@ -292,7 +292,7 @@ func TestSecretContentApply(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := writtenSecret(held)
 			tt.mutate(s)
-			c := desiredSecretContent("billing", held, s.Annotations[tokenHashAnnotation])
+			c := desiredSecretContent(tokenLabels("billing"), nil, held, s.Annotations[tokenHashAnnotation])
 			if got := c.apply(s); got != tt.changed {
 				t.Errorf("changed: got %t, want %t", got, tt.changed)
 			}
@@ -313,7 +313,7 @@ func TestSecretContentApply(t *testing.T) {
 
 	t.Run("new Secret", func(t *testing.T) {
 		s := &corev1.Secret{}
-		if !desiredSecretContent("billing", held, "").apply(s) {
+		if !desiredSecretContent(tokenLabels("billing"), nil, held, "").apply(s) {
 			t.Error("changed: got false for an empty Secret, want true")
 		}
 		for k, v := range map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue, authv1alpha1.TokenLabel: "billing"} {
@@ -329,7 +329,7 @@ func TestSecretContentApply(t *testing.T) {
 		s := writtenSecret(held)
 		noRequest := held
 		noRequest.RefreshRequest = ""
-		if !desiredSecretContent("billing", noRequest, s.Annotations[tokenHashAnnotation]).apply(s) {
+		if !desiredSecretContent(tokenLabels("billing"), nil, noRequest, s.Annotations[tokenHashAnnotation]).apply(s) {
 			t.Error("changed: got false, want true")
 		}
 		if _, ok := s.Annotations[refreshRequestAnnotation]; ok {
@@ -355,6 +355,7 @@ func TestKeepSecretMetadata(t *testing.T) {
 		kept bool
 	}{
 		{name: "controlled by an OpsnowToken", refs: []metav1.OwnerReference{controlled}, kept: true},
+		{name: "controlled by a ClusterOpsnowToken", refs: other(func(r *metav1.OwnerReference) { r.Kind = "ClusterOpsnowToken" }), kept: true},
 		{name: "no owner"},
 		{name: "owned, not controlled", refs: other(func(r *metav1.OwnerReference) { r.Controller = nil })},
 		{name: "controlled by another kind", refs: other(func(r *metav1.OwnerReference) { r.Kind = "Certificate" })},
@@ -369,8 +370,9 @@ func TestKeepSecretMetadata(t *testing.T) {
 			m.ObjectMeta = metav1.ObjectMeta{Name: "s", Namespace: "ns", UID: "s-uid", ResourceVersion: "7",
 				OwnerReferences: tt.refs,
 				Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue,
-					authv1alpha1.TokenLabel: "billing", "team": big},
-				Annotations:   map[string]string{expiresAtAnnotation: "2026-12-01T00:00:00Z", "note": big},
+					authv1alpha1.TokenLabel: "billing", authv1alpha1.ClusterTokenLabel: "billing", "team": big},
+				Annotations: map[string]string{expiresAtAnnotation: "2026-12-01T00:00:00Z", templateHashAnnotation: "h",
+					templateLabelsAnnotation: "team", "note": big},
 				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}},
 				Finalizers:    []string{"example.com/" + big[:100]},
 			}
@@ -386,7 +388,9 @@ func TestKeepSecretMetadata(t *testing.T) {
 			if got.ManagedFields != nil || got.Finalizers != nil || got.Labels["team"] != "" || got.Annotations["note"] != "" {
 				t.Errorf("kept what no reader needs: %+v", got.ObjectMeta)
 			}
-			kept := got.Labels[authv1alpha1.TokenLabel] == "billing" && got.Annotations[expiresAtAnnotation] != "" &&
+			kept := got.Labels[authv1alpha1.TokenLabel] == "billing" && got.Labels[authv1alpha1.ClusterTokenLabel] == "billing" &&
+				got.Annotations[expiresAtAnnotation] != "" &&
+				got.Annotations[templateHashAnnotation] == "h" && got.Annotations[templateLabelsAnnotation] == "team" &&
 				metav1.IsControlledBy(got, &metav1.ObjectMeta{UID: "u"})
 			if kept != tt.kept {
 				t.Errorf("operator's labels, annotations and controller kept: got %t, want %t (%+v)", kept, tt.kept, got.ObjectMeta)

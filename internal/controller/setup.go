@@ -39,7 +39,8 @@ import (
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
 )
 
-// secretControllerIndex maps a cached Secret to its controlling OpsnowToken's UID.
+// secretControllerIndex maps a cached Secret to the UID of the OpsnowToken
+// or ClusterOpsnowToken that controls it.
 const secretControllerIndex = "metadata.controller.uid"
 
 // DefaultMaxConcurrentReconciles lets a thousand new tokens wait on OpsNow
@@ -94,8 +95,9 @@ func namespaceConfigs(namespaces []string) map[string]cache.Config {
 // reconciler reads, so that memory stays flat however many Secrets a
 // cluster holds and whatever labels or annotations they carry: identity and
 // version for every Secret (API-key rotation, conflicts), and for a Secret
-// an OpsnowToken controls also that controller reference and the operator's
-// own labels and annotations (expiry and hashes of the token it holds).
+// an OpsnowToken or a ClusterOpsnowToken controls also that controller
+// reference and the operator's own labels and annotations (expiry and
+// hashes of the token it holds, the template applied).
 func keepSecretMetadata(in any) (any, error) {
 	m, ok := in.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -119,11 +121,16 @@ func keepSecretMetadata(in any) (any, error) {
 	return out, nil
 }
 
+// tokenKinds are the kinds whose Secrets keep their controller reference and
+// the operator's keys in the metadata cache: OpsnowToken targets and
+// ClusterOpsnowToken copies.
+var tokenKinds = map[string]bool{"OpsnowToken": true, "ClusterOpsnowToken": true}
+
 // controllingToken returns the controller reference of a Secret an
-// OpsnowToken controls, nil for any other Secret.
+// OpsnowToken or a ClusterOpsnowToken controls, nil for any other Secret.
 func controllingToken(o metav1.Object) *metav1.OwnerReference {
 	ref := metav1.GetControllerOfNoCopy(o)
-	if ref == nil || ref.Kind != "OpsnowToken" || ref.APIVersion != authv1alpha1.GroupVersion.String() {
+	if ref == nil || !tokenKinds[ref.Kind] || ref.APIVersion != authv1alpha1.GroupVersion.String() {
 		return nil
 	}
 	r := *ref
@@ -240,16 +247,16 @@ func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
 }
 
 // IndexSecretMetadata registers the index of the Secret metadata cache: the
-// UID of the OpsnowToken that controls a Secret.
+// UID of the OpsnowToken or ClusterOpsnowToken that controls a Secret.
 func IndexSecretMetadata(ctx context.Context, indexer client.FieldIndexer) error {
 	if err := indexer.IndexField(ctx, secretMetadataObject(), secretControllerIndex, indexSecretController); err != nil {
-		return fmt.Errorf("index Secrets by controlling OpsnowToken: %w", err)
+		return fmt.Errorf("index Secrets by controlling token: %w", err)
 	}
 	return nil
 }
 
-// indexSecretController maps a Secret to the UID of the OpsnowToken that
-// controls it.
+// indexSecretController maps a Secret to the UID of the OpsnowToken or
+// ClusterOpsnowToken that controls it.
 func indexSecretController(o client.Object) []string {
 	ref := controllingToken(o)
 	if ref == nil {
@@ -302,7 +309,7 @@ func secretMetadataObject() *metav1.PartialObjectMetadata {
 // it as their API key or write it as their target.
 func (r *OpsnowTokenReconciler) tokensForSecret(_ context.Context, s *metav1.PartialObjectMetadata) []reconcile.Request {
 	var requests []reconcile.Request
-	if ref := controllingToken(s); ref != nil {
+	if ref := controllingToken(s); ref != nil && ref.Kind == "OpsnowToken" {
 		requests = append(requests, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}})
 	}
 	for _, tok := range r.secretUsers.users(client.ObjectKeyFromObject(s)) {

@@ -278,6 +278,9 @@ type harness struct {
 	watchAll      bool
 	// leaderElection runs the manager with leader election on a Lease in the test namespace.
 	leaderElection bool
+	// clusterTokens runs the ClusterOpsnowToken controller too, watching all
+	// namespaces, with the test namespace as cluster resource namespace.
+	clusterTokens bool
 	// beforeStart run once the test namespace exists, before the first manager starts.
 	beforeStart []func(*harness)
 
@@ -300,6 +303,12 @@ func withAllowedEndpoints(e ...string) harnessOption {
 
 // withWatchAllNamespaces runs the manager without --watch-namespaces.
 func withWatchAllNamespaces() harnessOption { return func(h *harness) { h.watchAll = true } }
+
+// withClusterTokens runs the ClusterOpsnowToken controller as main.go does
+// by default: all namespaces watched, API keys read in the test namespace.
+func withClusterTokens() harnessOption {
+	return func(h *harness) { h.clusterTokens, h.watchAll = true, true }
+}
 
 // withLeaderElection runs the manager with --leader-elect, its Lease in the test namespace.
 func withLeaderElection() harnessOption { return func(h *harness) { h.leaderElection = true } }
@@ -401,14 +410,20 @@ func (h *harness) startManager() {
 	if err != nil {
 		h.t.Fatalf("create manager: %v", err)
 	}
-	if h.reconciler, err = controller.Setup(mgr, controller.Options{
+	h.reconciler, err = controller.Setup(mgr, controller.Options{
 		Clock:           h.clock,
 		Exchanger:       opsnow.NewClient(opsnow.NewHTTPClient(2*time.Second), h.clock),
 		Endpoints:       allow,
 		DefaultEndpoint: h.url,
 		WatchNamespaces: namespaces,
-	}); err != nil {
+	})
+	if err != nil {
 		h.t.Fatalf("set up reconciler: %v", err)
+	}
+	if h.clusterTokens {
+		if _, err := controller.SetupClusterTokens(mgr, h.reconciler, h.ns); err != nil {
+			h.t.Fatalf("set up ClusterOpsnowToken reconciler: %v", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -117,8 +117,10 @@ type world struct {
 	opts  Options
 
 	mu sync.Mutex
-	// denySecretWrites, when set, is returned by every Secret create, update or patch.
+	// denySecretWrites, when set, is returned by every Secret create,
+	// update or patch, or only by those in denyNamespace when that is set.
 	denySecretWrites error
+	denyNamespace    string
 	// failSecretReads, when set, is returned by every Secret read.
 	failSecretReads error
 	// staleToken, when set, is what the cache returns for that OpsnowToken.
@@ -145,7 +147,7 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	}
 	w.ex = &fakeExchanger{clock: w.clock, lifetime: time.Hour}
 	w.store = fake.NewClientBuilder().WithScheme(testScheme).
-		WithStatusSubresource(&authv1alpha1.OpsnowToken{}).
+		WithStatusSubresource(&authv1alpha1.OpsnowToken{}, &authv1alpha1.ClusterOpsnowToken{}).
 		WithIndex(&corev1.Secret{}, secretControllerIndex, indexSecretController).
 		Build()
 	writes := interceptor.Funcs{
@@ -204,6 +206,29 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 			return c.Get(ctx, key, obj, opts...)
 		},
 	}
+	// The metadata cache holds what keepSecretMetadata keeps, no more.
+	metadataCache := interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if err := c.Get(ctx, key, obj, opts...); err != nil {
+				return err
+			}
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				*m = *asCached(m)
+			}
+			return nil
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if err := c.List(ctx, list, opts...); err != nil {
+				return err
+			}
+			if l, ok := list.(*metav1.PartialObjectMetadataList); ok {
+				for i := range l.Items {
+					l.Items[i] = *asCached(&l.Items[i])
+				}
+			}
+			return nil
+		},
+	}
 	allow, err := endpoint.NewAllowlist(testEndpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +236,7 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	o := Options{
 		Client:          interceptor.NewClient(w.store, cached),
 		APIReader:       interceptor.NewClient(w.store, live),
-		SecretMetadata:  w.store,
+		SecretMetadata:  interceptor.NewClient(w.store, metadataCache),
 		Scheme:          testScheme,
 		Recorder:        w.rec,
 		Clock:           w.clock,
@@ -236,6 +261,12 @@ func (w *world) restart() {
 	w.r = NewOpsnowTokenReconciler(w.opts)
 }
 
+// asCached is m as the Secret metadata cache holds it.
+func asCached(m *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
+	out, _ := keepSecretMetadata(m) // never fails
+	return out.(*metav1.PartialObjectMetadata)
+}
+
 func (w *world) count(n *int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -245,7 +276,7 @@ func (w *world) count(n *int) {
 func (w *world) secretWriteDenied(obj client.Object) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := obj.(*corev1.Secret); ok {
+	if _, ok := obj.(*corev1.Secret); ok && (w.denyNamespace == "" || w.denyNamespace == obj.GetNamespace()) {
 		return w.denySecretWrites
 	}
 	return nil

@@ -79,6 +79,8 @@ func TestHelpListsFlagsWithDefaults(t *testing.T) {
 		{"leader-elect", ""},
 		{"watch-namespaces", ""},
 		{"token-request-rate", "(default 20)"},
+		{"enable-cluster-tokens", "(default true)"},
+		{"cluster-resource-namespace", ""},
 		{"zap-log-level", ""},
 		{"zap-devel", ""},
 	} {
@@ -110,6 +112,7 @@ func TestBadFlagsExitWithOneLine(t *testing.T) {
 		{"unknown flag", []string{"--no-such-flag"}, "no-such-flag"},
 		{"negative rate", []string{"--token-request-rate=-1"}, "--token-request-rate"},
 		{"non-http endpoint", []string{"--allowed-endpoints=ftp://x"}, "--allowed-endpoints"},
+		{"cluster tokens with watched namespaces", []string{"--watch-namespaces=a", "--enable-cluster-tokens=true"}, "--enable-cluster-tokens"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -37,7 +37,9 @@ var specMetrics = []string{
 }
 
 var (
-	metricNameInCode = regexp.MustCompile(`Name:\s*"(opsnow_[a-z0-9_]+)"`)
+	// A metric is registered by its options' Name, or, for series a
+	// collector builds at scrape time, by its prometheus.NewDesc.
+	metricNameInCode = regexp.MustCompile(`(?:Name:\s*|NewDesc\(\s*)"(opsnow_[a-z0-9_]+)"`)
 	metricNameInExpr = regexp.MustCompile(`opsnow_[a-z0-9_]+`)
 )
 

@@ -19,6 +19,7 @@ package manifests_test
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -175,7 +176,7 @@ func TestKustomizeNamespaced(t *testing.T) {
 	r := kustomizeBuild(t, dir)
 	checkRendering(t, r)
 
-	managerRules := rulesOf(t, readObject(t, filepath.Join(repoRoot, "config", "rbac", "role.yaml")))
+	managerRules := namespacedRules(rulesOf(t, readObject(t, filepath.Join(repoRoot, "config", "rbac", "role.yaml"))))
 	namespaces := watchNamespaces(t, r)
 	if len(namespaces) == 0 {
 		t.Fatalf("%s: the manager has no --watch-namespaces", r.source)
@@ -184,7 +185,7 @@ func TestKustomizeNamespaced(t *testing.T) {
 		if !slices.ContainsFunc(r.all("Role"), func(o *unstructured.Unstructured) bool {
 			return o.GetNamespace() == ns && reflect.DeepEqual(rulesOf(t, o), managerRules)
 		}) {
-			t.Errorf("%s: no Role in watched namespace %s with the rules of config/rbac/role.yaml", r.source, ns)
+			t.Errorf("%s: no Role in watched namespace %s with the namespaced rules of config/rbac/role.yaml", r.source, ns)
 		}
 	}
 	for _, cr := range r.all("ClusterRole") {
@@ -255,10 +256,14 @@ func checkChartDefaults(t *testing.T, r *rendering) {
 			t.Errorf("%s: no %s: the admission guard is on by default", r.source, kind)
 		}
 	}
+	args := toDeployment(t, r.one(t, "Deployment")).Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--cluster-resource-namespace=opsnow-system") || slices.Contains(args, "--enable-cluster-tokens=false") {
+		t.Errorf("%s: manager args %q, want ClusterOpsnowTokens on with the release namespace as cluster resource namespace", r.source, args)
+	}
 }
 
 func checkChartAllValues(t *testing.T, r *rendering) {
-	managerRules := rulesOf(t, readObject(t, filepath.Join(repoRoot, "config", "rbac", "role.yaml")))
+	managerRules := namespacedRules(rulesOf(t, readObject(t, filepath.Join(repoRoot, "config", "rbac", "role.yaml"))))
 	if r.find("ClusterRole", "", "tokens-opsnow-token-operator-manager-role") != nil {
 		t.Errorf("%s: a manager ClusterRole despite watchNamespaces", r.source)
 	}
@@ -272,7 +277,7 @@ func checkChartAllValues(t *testing.T, r *rendering) {
 			continue
 		}
 		if got := rulesOf(t, role); !reflect.DeepEqual(got, managerRules) {
-			t.Errorf("%s: rules of %s:\n%s\nwant those of config/rbac/role.yaml:\n%s", r.source, describe(role), toYAML(got), toYAML(managerRules))
+			t.Errorf("%s: rules of %s:\n%s\nwant the namespaced ones of config/rbac/role.yaml:\n%s", r.source, describe(role), toYAML(got), toYAML(managerRules))
 		}
 		if r.find("RoleBinding", ns, "tokens-opsnow-token-operator-manager-rolebinding") == nil {
 			t.Errorf("%s: no manager RoleBinding in %s", r.source, ns)
@@ -298,6 +303,7 @@ func checkChartAllValues(t *testing.T, r *rendering) {
 		"--max-concurrent-reconciles=10",
 		"--zap-log-level=debug",
 		"--exchange-timeout=20s",
+		"--enable-cluster-tokens=false",
 	} {
 		if !slices.Contains(args, want) {
 			t.Errorf("%s: manager args %q lack %s", r.source, args, want)
@@ -625,6 +631,75 @@ func rulesOf(t *testing.T, o *unstructured.Unstructured) []any {
 		t.Fatalf("%s: no rules (%v)", describe(o), err)
 	}
 	return rules
+}
+
+// The roles for people (config/rbac's OpsnowToken admin, editor and viewer
+// roles, and any role aggregated into admin, edit or view) never grant
+// ClusterOpsnowTokens: a namespace admin bound to them must not be able to
+// write a token into other namespaces or read which ones get it.
+func TestUserRolesNeverGrantClusterTokens(t *testing.T) {
+	requireCluster(t)
+	renders := []*rendering{
+		kustomizeBuild(t, filepath.Join(repoRoot, "config", "default")),
+		helmTemplate(t, "opsnow-token-operator", "opsnow-system"),
+	}
+	for _, r := range renders {
+		userRoles := 0
+		for _, cr := range r.all("ClusterRole") {
+			aggregated := false
+			for k := range cr.GetLabels() {
+				aggregated = aggregated || strings.HasPrefix(k, "rbac.authorization.k8s.io/aggregate-to-")
+			}
+			if !aggregated && !strings.Contains(cr.GetName(), "opsnowtoken-") {
+				continue
+			}
+			userRoles++
+			for _, rule := range rulesOf(t, cr) {
+				rule, _ := rule.(map[string]any)
+				groups, _ := rule["apiGroups"].([]any)
+				resources, _ := rule["resources"].([]any)
+				if !slices.Contains(groups, any("auth.opsnow.io")) && !slices.Contains(groups, any("*")) {
+					continue
+				}
+				for _, res := range resources {
+					if s, _ := res.(string); s == "*" || strings.HasPrefix(s, "clusteropsnowtokens") {
+						t.Errorf("%s: %s grants %s to the people it is bound to", r.source, describe(cr), s)
+					}
+				}
+			}
+		}
+		if userRoles < 3 {
+			t.Errorf("%s: found %d user roles, want the OpsnowToken admin, editor and viewer roles", r.source, userRoles)
+		}
+	}
+}
+
+// clusterScopedResources are the resources of config/rbac/role.yaml that a
+// Role cannot grant; a namespaced install runs without the controller that
+// needs them.
+var clusterScopedResources = []any{"namespaces", "clusteropsnowtokens", "clusteropsnowtokens/status"}
+
+// namespacedRules are rules without the cluster-scoped resources, rules left
+// with none dropped: what a namespaced install grants as Roles.
+func namespacedRules(rules []any) []any {
+	var out []any
+	for _, r := range rules {
+		rule, _ := r.(map[string]any)
+		resources, _ := rule["resources"].([]any)
+		var kept []any
+		for _, res := range resources {
+			if !slices.Contains(clusterScopedResources, res) {
+				kept = append(kept, res)
+			}
+		}
+		if len(kept) == 0 {
+			continue
+		}
+		c := maps.Clone(rule)
+		c["resources"] = kept
+		out = append(out, c)
+	}
+	return out
 }
 
 // bindingOf summarises a binding as its role and subjects, namespaces aside.

@@ -110,6 +110,11 @@ manager's flag set by test/manifests.
 {{- with .Values.watchNamespaces }}
 - --watch-namespaces={{ join "," . }}
 {{- end }}
+{{- if and .Values.clusterTokens.enabled (not .Values.watchNamespaces) }}
+- --cluster-resource-namespace={{ .Values.clusterTokens.resourceNamespace | default .Release.Namespace }}
+{{- else }}
+- --enable-cluster-tokens=false
+{{- end }}
 - --token-request-rate={{ .Values.tokenRequestRate }}
 - --min-token-lifetime={{ .Values.minTokenLifetime }}
 {{- with .Values.apiKeySecretSelector }}
