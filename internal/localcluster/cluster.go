@@ -87,6 +87,12 @@ type Cluster struct {
 
 	env       *envtest.Environment
 	removeDir bool
+
+	// apiServer is a kube-apiserver started by StartAPIServer, with the
+	// command line of the one KillAPIServer killed.
+	apiServer     *exec.Cmd
+	apiServerArgs []string
+	etcdPaused    bool
 }
 
 // Start starts kube-apiserver and etcd, installs the CRDs and writes the
@@ -151,6 +157,9 @@ func Start(opts Options) (*Cluster, error) {
 func (c *Cluster) Stop() error {
 	var errs []error
 	if c.env != nil {
+		if err := c.stopFaults(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop control plane: %w", err))
 		}
