@@ -152,7 +152,7 @@ func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create Secret metadata cache: %w", err)
 		}
-		if err := mgr.Add(c); err != nil {
+		if err := mgr.Add(warmCaches(mgr, c)); err != nil {
 			return nil, fmt.Errorf("add Secret metadata cache: %w", err)
 		}
 		secretMetadata, o.SecretMetadata = c, c
