@@ -80,6 +80,9 @@ type options struct {
 	enableLeaderElection    bool
 	leaderElectionID        string
 	leaderElectionNamespace string
+	leaseDuration           time.Duration
+	renewDeadline           time.Duration
+	retryPeriod             time.Duration
 	zap                     zap.Options
 }
 
@@ -123,6 +126,12 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Name of the Lease used for leader election.")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease; empty means the manager's own namespace, which is known only in a cluster.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long a standby waits after the leader's last renewal before taking over: the takeover time when a leader dies without releasing the Lease.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader keeps retrying to renew the Lease (e.g. while the API server is unreachable) before it gives up leading and exits; shorter than the lease duration.")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second,
+		"How often replicas try to acquire or renew the Lease; a standby notices a released Lease within 1 to 2.2 times this.")
 	o.zap.BindFlags(fs)
 
 	if err := fs.Parse(args); err != nil {
@@ -145,6 +154,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	}
 	if o.minTokenLifetime <= 0 || o.minTokenLifetime > opsnow.MaxLifetime {
 		return nil, fmt.Errorf("--min-token-lifetime must be positive and at most %s, got %s", opsnow.MaxLifetime, o.minTokenLifetime)
+	}
+	if err := checkLeaseTimings(o.leaseDuration, o.renewDeadline, o.retryPeriod); err != nil {
+		return nil, err
 	}
 	selector, err := labels.Parse(o.apiKeySecretSelector)
 	if err != nil {
@@ -217,6 +229,9 @@ func run(o *options) error {
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -246,6 +261,22 @@ func run(o *options) error {
 		"tokenRequestRate", o.tokenRequestRate, "minTokenLifetime", o.minTokenLifetime, "apiKeySecretSelector", o.apiKeySelector.String())
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// checkLeaseTimings applies client-go's rules for leader election, which
+// would otherwise fail only when the manager starts: the renew deadline is
+// shorter than the lease duration, and longer than the retry period with
+// its jitter (1.2 times it).
+func checkLeaseTimings(lease, renew, retry time.Duration) error {
+	switch {
+	case lease <= 0 || renew <= 0 || retry <= 0:
+		return fmt.Errorf("--leader-elect-lease-duration, --leader-elect-renew-deadline and --leader-elect-retry-period must be positive, got %s, %s, %s", lease, renew, retry)
+	case renew >= lease:
+		return fmt.Errorf("--leader-elect-renew-deadline (%s) must be shorter than --leader-elect-lease-duration (%s)", renew, lease)
+	case float64(renew) <= 1.2*float64(retry):
+		return fmt.Errorf("--leader-elect-renew-deadline (%s) must be longer than 1.2 times --leader-elect-retry-period (%s)", renew, retry)
 	}
 	return nil
 }
