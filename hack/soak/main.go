@@ -102,7 +102,7 @@ func parseConfig(args []string) (config, error) {
 	var faults string
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.DurationVar(&cfg.duration, "duration", 8*time.Minute, "length of the fault phase, after the tokens are Ready")
+	fs.DurationVar(&cfg.duration, "duration", 7*time.Minute, "length of the fault phase, after the tokens are created (over one refresh interval) and Ready")
 	fs.IntVar(&cfg.n, "n", 40, "number of OpsnowTokens")
 	fs.DurationVar(&cfg.lifetime, "lifetime", 2*time.Minute, "lifetime of the tokens the token server issues")
 	fs.DurationVar(&cfg.refreshBefore, "refresh-before", 0, "spec.refreshBefore of the tokens; 0 leaves the default, a third of the lifetime")
@@ -210,11 +210,14 @@ func run(ctx context.Context, cfg config, out io.Writer) (rep *report, err error
 	if err := e.start(ctx); err != nil {
 		return nil, err
 	}
-	keys, err := e.createTokens(ctx)
+	keys, err := e.createKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.startReplicas(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.createTokens(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.waitReady(ctx); err != nil {
@@ -265,9 +268,12 @@ func run(ctx context.Context, cfg config, out io.Writer) (rep *report, err error
 		r.mu.Unlock()
 	}
 	a := &analysis{
-		cfg: cfg, start: start, end: end, faults: faults, tokens: cfg.n,
+		cfg: cfg, start: start, end: end, faults: faults, tokens: cfg.n, names: map[string]string{},
 		grants: e.server.Grants(), requests: e.upstream.requests(),
 		served: d.served, samples: d.samples, lapses: d.lapses, notReady: d.notReady,
+	}
+	for name, digest := range keys {
+		a.names[digest] = name
 	}
 	rep = a.report()
 	rep.ReplicaRestart = restarts
@@ -276,37 +282,52 @@ func run(ctx context.Context, cfg config, out io.Writer) (rep *report, err error
 
 func tokenName(i int) string { return fmt.Sprintf("tok-%03d", i) }
 
-// createTokens creates the namespace, an API-key Secret per token and the
-// OpsnowTokens, and returns each target Secret's key digest.
-func (e *env) createTokens(ctx context.Context) (map[string]string, error) {
+// createKeys creates the namespace and an API-key Secret per token, and
+// returns each target Secret's key digest.
+func (e *env) createKeys(ctx context.Context) (map[string]string, error) {
 	if err := e.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return nil, fmt.Errorf("create namespace: %w", err)
 	}
 	keys := map[string]string{}
 	for i := range e.cfg.n {
-		name := tokenName(i)
 		key := fmt.Sprintf("soak-%d-%03d", e.cfg.seed, i)
 		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "key-" + name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "key-" + tokenName(i)},
 			Data:       map[string][]byte{authv1alpha1.DefaultAPIKeyKey: []byte(key)},
 		}
 		if err := e.k8s.Create(ctx, s); err != nil {
 			return nil, fmt.Errorf("create API-key Secret: %w", err)
 		}
+		keys[tokenName(i)] = tokenserver.KeyDigest(key)
+	}
+	return keys, nil
+}
+
+// createTokens creates the OpsnowTokens one after another over one refresh
+// interval, so that their refreshes spread over time as in a cluster whose
+// tokens were not all created at once: a fault then meets refreshes
+// whenever it comes.
+func (e *env) createTokens(ctx context.Context) error {
+	interval := e.cfg.lifetime - e.cfg.margin()
+	e.logf("Creating %d OpsnowTokens over %s", e.cfg.n, interval)
+	step := interval / time.Duration(e.cfg.n)
+	start := time.Now()
+	for i := range e.cfg.n {
+		if !sleep(ctx, time.Until(start.Add(time.Duration(i)*step))) {
+			return ctx.Err()
+		}
 		tok := &authv1alpha1.OpsnowToken{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-			Spec:       authv1alpha1.OpsnowTokenSpec{APIKeySecretRef: authv1alpha1.SecretKeySelector{Name: s.Name}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: tokenName(i)},
+			Spec:       authv1alpha1.OpsnowTokenSpec{APIKeySecretRef: authv1alpha1.SecretKeySelector{Name: "key-" + tokenName(i)}},
 		}
 		if e.cfg.refreshBefore > 0 {
 			tok.Spec.RefreshBefore = &metav1.Duration{Duration: e.cfg.refreshBefore}
 		}
 		if err := e.k8s.Create(ctx, tok); err != nil {
-			return nil, fmt.Errorf("create OpsnowToken: %w", err)
+			return fmt.Errorf("create OpsnowToken: %w", err)
 		}
-		keys[name] = tokenserver.KeyDigest(key)
 	}
-	e.logf("Created %d OpsnowTokens in namespace %s", e.cfg.n, namespace)
-	return keys, nil
+	return nil
 }
 
 // waitReady waits until every OpsnowToken is Ready.

@@ -53,13 +53,14 @@ type report struct {
 	LongestNotReady   float64    `json:"longestReadyFalseSeconds"`
 	UnobservedSeconds float64    `json:"unobservedSeconds"`
 
-	Requests       int     `json:"tokenRequests"`
-	Issued         int     `json:"tokensIssued"`
-	Ideal          int     `json:"idealTokenRequests"`
-	Extra          int     `json:"extraTokens"`
-	ExtraNoFault   int     `json:"extraTokensOutsideFaults"`
-	ReplicaRestart int     `json:"unplannedReplicaRestarts"`
-	MaxTakeover    float64 `json:"-"`
+	Requests       int          `json:"tokenRequests"`
+	Issued         int          `json:"tokensIssued"`
+	Ideal          int          `json:"idealTokenRequests"`
+	Extra          int          `json:"extraTokens"`
+	ExtraTokens    []extraToken `json:"extraTokenList"`
+	ExtraNoFault   int          `json:"extraTokensOutsideFaults"`
+	ReplicaRestart int          `json:"unplannedReplicaRestarts"`
+	MaxTakeover    float64      `json:"-"`
 
 	// Warnings are what weakens the run's evidence without missing a
 	// target, such as an upstream fault no token request ran into.
@@ -102,8 +103,9 @@ type analysis struct {
 	samples  []sample
 	lapses   []interval
 	notReady []interval
-	// firstGrant is each key's first token, before the soak phase.
-	tokens int
+	tokens   int
+	// names maps a key digest to its OpsnowToken.
+	names map[string]string
 }
 
 // margin is the refresh margin the tokens run with: spec.refreshBefore, or
@@ -117,15 +119,16 @@ func (c config) margin() time.Duration {
 
 // extraGrants returns the tokens issued that the ideal operator would not
 // have asked for: one handed out but never seen in its Secret while a later
-// one was, or one asked for before the token it replaced was due (its
-// expiry less the margin and the operator's largest jitter, a tenth of the
-// margin, with a second of slack).
-func extraGrants(grants []tokenserver.Grant, served map[int64]bool, margin time.Duration) []tokenserver.Grant {
+// one was, or one asked for before the token it replaced was due. Due is
+// the expiry as the operator sees it (counted from its request, so earlier
+// by the upstream's latency) less the margin and the operator's largest
+// jitter, a tenth of the margin, with a second of slack for rounding.
+func extraGrants(grants []tokenserver.Grant, served map[int64]bool, margin time.Duration) []extraGrant {
 	byKey := map[string][]tokenserver.Grant{}
 	for _, g := range grants {
 		byKey[g.KeyDigest] = append(byKey[g.KeyDigest], g)
 	}
-	var extra []tokenserver.Grant
+	var extra []extraGrant
 	for _, gs := range byKey {
 		sort.Slice(gs, func(i, j int) bool { return gs[i].IssuedAt.Before(gs[j].IssuedAt) })
 		var lastServed *tokenserver.Grant
@@ -133,9 +136,9 @@ func extraGrants(grants []tokenserver.Grant, served map[int64]bool, margin time.
 			g := gs[i]
 			switch {
 			case !served[g.Token] && i < len(gs)-1:
-				extra = append(extra, g) // superseded without ever being served
-			case lastServed != nil && g.IssuedAt.Before(lastServed.ExpiresAt.Add(-margin-margin/10-time.Second)):
-				extra = append(extra, g)
+				extra = append(extra, extraGrant{g, "never written"})
+			case lastServed != nil && g.RequestedAt.Before(due(*lastServed, margin)):
+				extra = append(extra, extraGrant{g, "asked for before due"})
 			}
 			if served[g.Token] {
 				lastServed = &gs[i]
@@ -143,6 +146,26 @@ func extraGrants(grants []tokenserver.Grant, served map[int64]bool, margin time.
 		}
 	}
 	return extra
+}
+
+// extraGrant is a token the ideal operator would not have asked for, and why.
+type extraGrant struct {
+	tokenserver.Grant
+	why string
+}
+
+// extraToken is an extra token in the report.
+type extraToken struct {
+	Token     string  `json:"token"`
+	AtSeconds float64 `json:"atSeconds"`
+	Why       string  `json:"why"`
+	Fault     string  `json:"fault"`
+}
+
+// due is when the operator should refresh the token of g, at the earliest.
+func due(g tokenserver.Grant, margin time.Duration) time.Time {
+	seen := g.ExpiresAt.Add(-g.IssuedAt.Sub(g.RequestedAt))
+	return seen.Add(-margin - margin/10 - time.Second)
 }
 
 // idealRequests is how many tokens an operator with no faults would ask
@@ -224,6 +247,8 @@ func (a *analysis) report() *report {
 		}
 		r.Extra++
 		f := faultAt(a.faults, g.IssuedAt)
+		r.ExtraTokens = append(r.ExtraTokens, extraToken{Token: a.names[g.KeyDigest],
+			AtSeconds: g.RequestedAt.Sub(a.start).Seconds(), Why: g.why, Fault: faultName(f)})
 		if f == nil {
 			r.ExtraNoFault++
 			continue
@@ -241,7 +266,7 @@ func (a *analysis) report() *report {
 		a.notReady[i].Fault = faultName(faultAt(a.faults, a.notReady[i].Start))
 		r.LongestNotReady = max(r.LongestNotReady, a.notReady[i].length().Seconds())
 	}
-	r.Lapses, r.NotReady = nonNil(a.lapses), nonNil(a.notReady)
+	r.Lapses, r.NotReady, r.ExtraTokens = nonNil(a.lapses), nonNil(a.notReady), nonNil(r.ExtraTokens)
 	var last time.Time
 	for _, s := range a.samples {
 		if !s.Observed && !last.IsZero() {

@@ -39,7 +39,14 @@ var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 
 func grant(seq int64, key string, issued, lifetime int) tokenserver.Grant {
-	return tokenserver.Grant{Token: seq, KeyDigest: key, IssuedAt: at(issued), ExpiresAt: at(issued + lifetime)}
+	return tokenserver.Grant{Token: seq, KeyDigest: key, RequestedAt: at(issued), IssuedAt: at(issued), ExpiresAt: at(issued + lifetime)}
+}
+
+// slow makes g's answer come d seconds after its request.
+func slow(g tokenserver.Grant, d int) tokenserver.Grant {
+	g.IssuedAt = g.IssuedAt.Add(time.Duration(d) * time.Second)
+	g.ExpiresAt = g.ExpiresAt.Add(time.Duration(d) * time.Second)
+	return g
 }
 
 func TestExtraGrants(t *testing.T) {
@@ -54,6 +61,7 @@ func TestExtraGrants(t *testing.T) {
 		{"lost to a kill, then asked again", []tokenserver.Grant{grant(1, "a", 0, 120), grant(2, "a", 78, 120), grant(3, "a", 90, 120)}, []int64{1, 3}, []int64{2}},
 		{"asked before due", []tokenserver.Grant{grant(1, "a", 0, 120), grant(2, "a", 30, 120)}, []int64{1, 2}, []int64{2}},
 		{"the last one not seen yet", []tokenserver.Grant{grant(1, "a", 0, 120), grant(2, "a", 79, 120)}, []int64{1}, nil},
+		{"after a slow answer, due earlier", []tokenserver.Grant{slow(grant(1, "a", 0, 120), 3), grant(2, "a", 76, 120)}, []int64{1, 2}, nil},
 		{"keys apart", []tokenserver.Grant{grant(1, "a", 0, 120), grant(2, "b", 10, 120), grant(3, "a", 80, 120)}, []int64{1, 2, 3}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,6 +72,9 @@ func TestExtraGrants(t *testing.T) {
 			var got []int64
 			for _, g := range extraGrants(tc.grants, served, 40*time.Second) {
 				got = append(got, g.Token)
+				if g.why == "" {
+					t.Errorf("extra token %d without a reason", g.Token)
+				}
 			}
 			slices.Sort(got)
 			if !slices.Equal(got, tc.want) {
@@ -96,11 +107,11 @@ func TestFaultAt(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	faults := plan(defaultFaults, 8*time.Minute, rand.New(rand.NewPCG(1, 0)))
+	faults := plan(defaultFaults, 7*time.Minute, rand.New(rand.NewPCG(1, 0)))
 	if len(faults) != len(defaultFaults) {
 		t.Fatalf("got %d faults, want %d", len(faults), len(defaultFaults))
 	}
-	slot := 8 * time.Minute / time.Duration(len(defaultFaults))
+	slot := 7 * time.Minute / time.Duration(len(defaultFaults))
 	for i, f := range faults {
 		if lo, hi := time.Duration(i)*slot, time.Duration(i)*slot+slot/5; f.Offset < lo || f.Offset > hi || f.Kind != defaultFaults[i] {
 			t.Errorf("fault %d: %s at %s, want %s within [%s, %s]", i, f.Kind, f.Offset, defaultFaults[i], lo, hi)
@@ -127,7 +138,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.duration != 8*time.Minute || cfg.n != 40 || !slices.Equal(cfg.faults, defaultFaults) || cfg.seed == 0 {
+	if cfg.duration != 7*time.Minute || cfg.n != 40 || !slices.Equal(cfg.faults, defaultFaults) || cfg.seed == 0 {
 		t.Errorf("defaults: duration %s, n %d, faults %v, seed %d", cfg.duration, cfg.n, cfg.faults, cfg.seed)
 	}
 	// The outage must end before a token due when it began runs out of

@@ -155,8 +155,11 @@ type Grant struct {
 	Request, Token int64
 	// KeyDigest is KeyDigest of the API key the token was issued for.
 	KeyDigest string
-	// IssuedAt is when the server issued the token.
-	IssuedAt time.Time
+	// RequestedAt is when the request arrived; IssuedAt, when the server
+	// issued the token, after any latency or delay. A client that counts
+	// the lifetime from its request, as a careful one does, sees the token
+	// expire IssuedAt - RequestedAt earlier than ExpiresAt.
+	RequestedAt, IssuedAt time.Time
 	// ExpiresAt is IssuedAt plus the lifetime the answer reported, in
 	// whole seconds: the instant the token stops being valid.
 	ExpiresAt time.Time
@@ -346,6 +349,7 @@ type settings struct {
 	latency  time.Duration
 	keys     map[string]struct{}
 	fault    *Fault
+	arrived  time.Time
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
@@ -394,7 +398,7 @@ func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, cfg setting
 	}
 
 	if f := cfg.fault; f != nil && f.answers() {
-		return s.answerFault(w, f, key, cfg.lifetime, ev)
+		return s.answerFault(w, f, key, cfg, ev)
 	}
 	if badRequest != nil {
 		return reject(badRequest.status, badRequest.message)
@@ -405,7 +409,7 @@ func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, cfg setting
 		}
 	}
 
-	token := s.issue(ev, key, cfg.lifetime)
+	token := s.issue(ev, key, cfg.lifetime, cfg.arrived)
 	body, _ := json.Marshal(tokenResponse(token, cfg.lifetime))
 	w.Header().Set("Cache-Control", "no-store")
 	ev.Status = http.StatusOK
@@ -430,11 +434,12 @@ func (s *Server) arrive(ev *Event) settings {
 	s.window = append(s.window[cut:], now)
 	s.stats.PeakPerSecond = max(s.stats.PeakPerSecond, int64(len(s.window)))
 
-	return settings{lifetime: s.lifetime, latency: s.latency, keys: s.keys, fault: s.fault}
+	return settings{lifetime: s.lifetime, latency: s.latency, keys: s.keys, fault: s.fault, arrived: time.Now()}
 }
 
-// issue creates a token for apiKey, records it and numbers it in ev.
-func (s *Server) issue(ev *Event, apiKey string, lifetime time.Duration) string {
+// issue creates a token for apiKey, asked for at arrived, records it and
+// numbers it in ev.
+func (s *Server) issue(ev *Event, apiKey string, lifetime time.Duration, arrived time.Time) string {
 	token := newToken()
 	now := time.Now()
 	s.mu.Lock()
@@ -443,7 +448,7 @@ func (s *Server) issue(ev *Event, apiKey string, lifetime time.Duration) string 
 	ev.Token = s.stats.Issued
 	s.grants[token] = Grant{
 		Request: ev.Request, Token: ev.Token, KeyDigest: KeyDigest(apiKey),
-		IssuedAt: now, ExpiresAt: now.Add(time.Duration(expiresIn(lifetime)) * time.Second),
+		RequestedAt: arrived, IssuedAt: now, ExpiresAt: now.Add(time.Duration(expiresIn(lifetime)) * time.Second),
 	}
 	s.mu.Unlock()
 	ev.Lifetime = lifetime
@@ -499,7 +504,8 @@ func readAPIKey(w http.ResponseWriter, r *http.Request) (string, *requestError) 
 }
 
 // answerFault prepares the answer that the fault f dictates.
-func (s *Server) answerFault(w http.ResponseWriter, f *Fault, key string, lifetime time.Duration, ev *Event) func() {
+func (s *Server) answerFault(w http.ResponseWriter, f *Fault, key string, cfg settings, ev *Event) func() {
+	lifetime := cfg.lifetime
 	if f.Disconnect {
 		ev.Reason = "injected disconnect"
 		return func() { disconnect(w) }
@@ -514,7 +520,7 @@ func (s *Server) answerFault(w http.ResponseWriter, f *Fault, key string, lifeti
 		var doc any
 		if status >= 200 && status < 300 {
 			w.Header().Set("Cache-Control", "no-store")
-			token := s.issue(ev, key, lifetime)
+			token := s.issue(ev, key, lifetime, cfg.arrived)
 			ev.Reason = ""
 			doc = tokenResponse(token, lifetime)
 		} else {

@@ -775,7 +775,7 @@ func TestConcurrentRequests(t *testing.T) {
 }
 
 func TestGrants(t *testing.T) {
-	srv, ts := start(t, Options{Lifetime: 90*time.Second + 500*time.Millisecond})
+	srv, ts := start(t, Options{Lifetime: 90*time.Second + 500*time.Millisecond, Latency: 50 * time.Millisecond})
 	before := time.Now()
 	a := decodeToken(t, requestToken(t, ts.URL, "key-a")).Data.AccessToken
 	b := decodeToken(t, requestToken(t, ts.URL, "key-b")).Data.AccessToken
@@ -788,8 +788,8 @@ func TestGrants(t *testing.T) {
 	if ga.KeyDigest != KeyDigest("key-a") || ga.KeyDigest == KeyDigest("key-b") {
 		t.Errorf("KeyDigest = %s, want that of key-a (%s)", ga.KeyDigest, KeyDigest("key-a"))
 	}
-	if ga.IssuedAt.Before(before) || ga.IssuedAt.After(after) {
-		t.Errorf("IssuedAt = %s, want between %s and %s", ga.IssuedAt, before, after)
+	if ga.RequestedAt.Before(before) || ga.IssuedAt.After(after) || ga.IssuedAt.Sub(ga.RequestedAt) < 50*time.Millisecond {
+		t.Errorf("RequestedAt %s, IssuedAt %s: want both between %s and %s, the latency (50ms) apart", ga.RequestedAt, ga.IssuedAt, before, after)
 	}
 	// The answer said 90 s (rounded down): the record must not promise more.
 	if got := ga.ExpiresAt.Sub(ga.IssuedAt); got != 90*time.Second {
