@@ -201,6 +201,7 @@ type replica struct {
 	mu       sync.Mutex
 	mgr      *localcluster.Manager
 	killed   bool // the last exit was caused by the soak
+	healthy  bool // started and answering its health endpoint
 	restarts int  // exits the soak did not cause
 	starts   int
 }
@@ -302,7 +303,7 @@ func (e *env) launch(ctx context.Context, r *replica) error {
 		return err
 	}
 	r.mu.Lock()
-	r.mgr, r.killed = m, false
+	r.mgr, r.killed, r.healthy = m, false, false
 	r.starts++
 	r.mu.Unlock()
 	hctx, cancel := context.WithTimeout(ctx, healthTimeout)
@@ -310,7 +311,38 @@ func (e *env) launch(ctx context.Context, r *replica) error {
 	if err := m.WaitHealthy(hctx, r.healthAddr); err != nil {
 		return fmt.Errorf("replica %s: %w (log: %s)", r.name, err, r.logPath)
 	}
+	r.mu.Lock()
+	r.healthy = r.mgr == m
+	r.mu.Unlock()
 	return nil
+}
+
+// waitStandby waits until every replica runs and is healthy, and then a
+// little longer for its caches to sync, so that a leader kill has a
+// standby to fail over to, as with two pods.
+func (e *env) waitStandby(ctx context.Context) error {
+	deadline := time.Now().Add(healthTimeout)
+	for {
+		all := true
+		e.mu.Lock()
+		for _, r := range e.replicas {
+			r.mu.Lock()
+			exited, _ := r.mgr.Exited()
+			all = all && r.healthy && !exited
+			r.mu.Unlock()
+		}
+		e.mu.Unlock()
+		if all {
+			sleep(ctx, 2*time.Second)
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("a replica is not running %s after the last fault", healthTimeout)
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 }
 
 // supervise starts r again whenever it exits, until the run stops.
@@ -418,7 +450,7 @@ func (e *env) waitLeader(ctx context.Context, timeout time.Duration) (*replica, 
 func (r *replica) signal(sig syscall.Signal) (pid int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.killed = true
+	r.killed, r.healthy = true, false
 	return r.mgr.PID(), r.mgr.Signal(sig)
 }
 

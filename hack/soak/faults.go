@@ -186,6 +186,9 @@ func (e *env) inject(ctx context.Context, f *fault, slot time.Duration) {
 // midRefresh, right after the upstream next hands it a token, and waits
 // until another replica holds the Lease.
 func (e *env) killLeader(ctx context.Context, f *fault, sig syscall.Signal, midRefresh bool, slot time.Duration) error {
+	if err := e.waitStandby(ctx); err != nil {
+		return err
+	}
 	r, err := e.waitLeader(ctx, e.cfg.leaseDuration+10*time.Second)
 	if err != nil {
 		return err

@@ -117,7 +117,7 @@ func parseConfig(args []string) (config, error) {
 	fs.Uint64Var(&cfg.seed, "seed", 0, "seed of the random fault moments; 0 picks one (printed)")
 	fs.DurationVar(&cfg.leaseDuration, "lease-duration", 15*time.Second, "--leader-elect-lease-duration of the managers")
 	fs.DurationVar(&cfg.renewDeadline, "renew-deadline", 10*time.Second, "--leader-elect-renew-deadline of the managers")
-	fs.DurationVar(&cfg.retryPeriod, "retry-period", time.Second, "--leader-elect-retry-period of the managers (the HA setting of the chart and config/ha)")
+	fs.DurationVar(&cfg.retryPeriod, "retry-period", 500*time.Millisecond, "--leader-elect-retry-period of the managers (the HA setting of the chart and config/ha)")
 	fs.StringVar(&cfg.jsonPath, "json", "", "write the report as JSON to this file (default bin/soak.json)")
 	fs.StringVar(&cfg.dir, "dir", "", "directory for the kubeconfig, manager binary and logs (default a new bin/soak-* directory)")
 	fs.StringVar(&cfg.managerArgs, "manager-args", "", "extra manager flags, space-separated")

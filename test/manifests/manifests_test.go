@@ -129,7 +129,7 @@ func selects(matchLabels, labels map[string]string) bool {
 
 // checkHA checks the high-availability setting of config/ha and of the
 // chart's ci/ha-values.yaml: two replicas spread over nodes, a
-// PodDisruptionBudget selecting exactly the manager's pods, and the 1 s
+// PodDisruptionBudget selecting exactly the manager's pods, and the 500 ms
 // leader-election retry period docs/operations.md measures.
 func checkHA(t *testing.T, r *rendering) {
 	t.Helper()
@@ -138,8 +138,8 @@ func checkHA(t *testing.T, r *rendering) {
 		t.Errorf("%s: replicas %d, want 2", r.source, got)
 	}
 	args := dep.Spec.Template.Spec.Containers[0].Args
-	if !slices.Contains(args, "--leader-elect") || !slices.Contains(args, "--leader-elect-retry-period=1s") {
-		t.Errorf("%s: manager args %q, want --leader-elect and --leader-elect-retry-period=1s", r.source, args)
+	if !slices.Contains(args, "--leader-elect") || !slices.Contains(args, "--leader-elect-retry-period=500ms") {
+		t.Errorf("%s: manager args %q, want --leader-elect and --leader-elect-retry-period=500ms", r.source, args)
 	}
 	spread := dep.Spec.Template.Spec.TopologySpreadConstraints
 	if len(spread) != 1 || spread[0].TopologyKey != "kubernetes.io/hostname" || spread[0].LabelSelector == nil ||
