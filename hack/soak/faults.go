@@ -198,6 +198,8 @@ func (e *env) killLeader(ctx context.Context, f *fault, sig syscall.Signal, midR
 		return fmt.Errorf("read Lease: %w", err)
 	}
 	old := holder(before)
+	// The fault is in force from here: waiting for a standby is not part of it.
+	f.Start = time.Now()
 	var pid int
 	if midRefresh {
 		fired := make(chan time.Time, 1)

@@ -208,9 +208,10 @@ func TestDetector(t *testing.T) {
 }
 
 // TestSoak is the two-minute soak of `make test`: two replicas, a leader
-// killed right after a token answer and one stopped, an upstream 5xx burst
-// and outage, an API-server restart. Leases are shorter than the defaults
-// so that tokens living one minute have margin enough.
+// killed right after a token answer, one killed at a random moment and one
+// stopped, an upstream 5xx burst and outage, an API-server restart. The
+// lease is shorter than the default (10 s) so that tokens living one minute
+// (a 20 s margin) outlast a takeover.
 func TestSoak(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, which provides kube-apiserver and etcd")
@@ -220,8 +221,8 @@ func TestSoak(t *testing.T) {
 	}
 	args := []string{
 		"-duration", "2m", "-n", "20", "-lifetime", "60s",
-		"-lease-duration", "6s", "-renew-deadline", "4s", "-retry-period", "1s",
-		"-upstream-fault", "6s", "-outage", "8s",
+		"-lease-duration", "10s", "-renew-deadline", "8s",
+		"-upstream-fault", "6s", "-outage", "8s", "-apiserver-down", "3s",
 		"-faults", strings.Join([]string{faultMidRefresh, faultErrors, faultSIGTERM, faultOutage, faultSIGKILL, faultAPIServer}, ","),
 	}
 	cfg, err := parseConfig(args)
