@@ -107,7 +107,7 @@ func TestFaultAt(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	faults := plan(defaultFaults, 7*time.Minute, rand.New(rand.NewPCG(1, 0)))
+	faults := plan(defaultFaults, 7*time.Minute, rand.New(rand.NewPCG(1, 0))) //nolint:gosec // G404: a fixed schedule, no secret
 	if len(faults) != len(defaultFaults) {
 		t.Fatalf("got %d faults, want %d", len(faults), len(defaultFaults))
 	}

@@ -144,7 +144,10 @@ func TestStandbyCachesAreWarm(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager stopped with error: %v", err)
+			}
 		case <-time.After(waitTimeout):
 			t.Errorf("manager did not stop within %s", waitTimeout)
 		}

@@ -163,8 +163,8 @@ func (c *Cluster) stopFaults() error {
 	}
 	if c.apiServer != nil {
 		_ = c.apiServer.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- c.apiServer.Wait() }()
+		done := make(chan struct{})
+		go func() { _ = c.apiServer.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(apiServerStopTimeout):
