@@ -18,8 +18,11 @@ limitations under the License.
 // cluster: a throw-away control plane (envtest's kube-apiserver and etcd) with
 // the CRDs installed and a kubeconfig file for kubectl, and the real manager
 // binary as a separate process. The demo (hack/demo), the end-to-end tests
-// (test/e2e) and benchmarks share it, so they all run the operator the way a
-// user does: a binary, flags, a kubeconfig and kubectl.
+// (test/e2e), benchmarks (hack/bench) and the soak (hack/soak) share it, so
+// they all run the operator the way a user does: a binary, flags, a
+// kubeconfig and kubectl. For the soak, a Cluster can also kill and restart
+// its API server and stall its etcd (KillAPIServer, StartAPIServer,
+// PauseEtcd, ResumeEtcd).
 //
 // A typical session:
 //
