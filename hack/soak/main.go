@@ -97,7 +97,7 @@ type config struct {
 	managerArgs     string
 }
 
-func parseConfig(args []string) (config, error) {
+func parseConfig(args []string, stdout io.Writer) (config, error) {
 	cfg := config{command: strings.Join(append([]string{"soak"}, args...), " ")}
 	var faults string
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
@@ -122,6 +122,11 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.dir, "dir", "", "directory for the kubeconfig, manager binary and logs (default a new bin/soak-* directory)")
 	fs.StringVar(&cfg.managerArgs, "manager-args", "", "extra manager flags, space-separated")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: go run ./hack/soak [flags]   (or: make soak SOAK_ARGS=\"...\")")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
@@ -153,7 +158,7 @@ func main() {
 }
 
 func runMain(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseConfig(args)
+	cfg, err := parseConfig(args, stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

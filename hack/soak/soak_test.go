@@ -19,6 +19,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -134,7 +137,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
-	cfg, err := parseConfig(nil)
+	cfg, err := parseConfig(nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +149,12 @@ func TestParseConfig(t *testing.T) {
 	if cfg.outage >= cfg.margin()-10*time.Second {
 		t.Errorf("default outage %s leaves no room in the margin %s", cfg.outage, cfg.margin())
 	}
+	var help bytes.Buffer
+	if _, err := parseConfig([]string{"-help"}, &help); !errors.Is(err, flag.ErrHelp) || !strings.Contains(help.String(), "-faults") {
+		t.Errorf("-help: got %v and %q, want flag.ErrHelp and the flags", err, help.String())
+	}
 	for _, args := range [][]string{{"-faults", "nope"}, {"-n", "0"}, {"-lifetime", "5s"}, {"-duration", "30s"}, {"-refresh-before", "3m"}} {
-		if _, err := parseConfig(args); err == nil {
+		if _, err := parseConfig(args, io.Discard); err == nil {
 			t.Errorf("parseConfig(%q): got no error", args)
 		}
 	}
@@ -225,7 +232,7 @@ func TestSoak(t *testing.T) {
 		"-upstream-fault", "6s", "-outage", "8s", "-apiserver-down", "3s",
 		"-faults", strings.Join([]string{faultMidRefresh, faultErrors, faultSIGTERM, faultOutage, faultSIGKILL, faultAPIServer}, ","),
 	}
-	cfg, err := parseConfig(args)
+	cfg, err := parseConfig(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
