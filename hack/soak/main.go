@@ -98,7 +98,7 @@ type config struct {
 }
 
 func parseConfig(args []string, stdout io.Writer) (config, error) {
-	cfg := config{command: strings.Join(append([]string{"soak"}, args...), " ")}
+	cfg := config{command: strings.Join(append([]string{"go run ./hack/soak"}, args...), " ")}
 	var faults string
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

@@ -60,7 +60,6 @@ type report struct {
 	ExtraTokens    []extraToken `json:"extraTokenList"`
 	ExtraNoFault   int          `json:"extraTokensOutsideFaults"`
 	ReplicaRestart int          `json:"unplannedReplicaRestarts"`
-	MaxTakeover    float64      `json:"-"`
 
 	// Warnings are what weakens the run's evidence without missing a
 	// target, such as an upstream fault no token request ran into.
@@ -322,7 +321,6 @@ func (a *analysis) report() *report {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("%s at %.0fs: no token request came while it lasted", f.Kind, fr.AtSeconds))
 		}
 		if isFailover(f.Kind) {
-			r.MaxTakeover = max(r.MaxTakeover, fr.TakeoverSeconds)
 			if fr.MaxExtraPerToken > 1 {
 				r.Failures = append(r.Failures, fmt.Sprintf("%s at %.0fs: %d extra token requests for one token, want at most 1",
 					f.Kind, fr.AtSeconds, fr.MaxExtraPerToken))
