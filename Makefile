@@ -173,6 +173,11 @@ bench: envtest-assets ## Measure the operator at scale on a local control plane;
 	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
 		go run ./hack/bench $(BENCH_ARGS)
 
+.PHONY: soak
+soak: envtest-assets ## Run two replicas for a while under injected faults and check that no token lapses; report in bin/soak.json (SOAK_ARGS="-duration 30m -n 200").
+	KUBEBUILDER_ASSETS="$$(SETUP_ENVTEST="$(ENVTEST)" ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-assets.sh)" \
+		go run ./hack/soak $(SOAK_ARGS)
+
 .PHONY: docker-build
 docker-build: ## Build docker image with the manager.
 	$(CONTAINER_TOOL) build --build-arg GOTOOLCHAIN=$(GOTOOLCHAIN) -t ${IMG} .

@@ -84,6 +84,9 @@ type options struct {
 	enableLeaderElection    bool
 	leaderElectionID        string
 	leaderElectionNamespace string
+	leaseDuration           time.Duration
+	renewDeadline           time.Duration
+	retryPeriod             time.Duration
 	zap                     zap.Options
 }
 
@@ -133,6 +136,12 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		"Name of the Lease used for leader election.")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease; empty means the manager's own namespace, which is known only in a cluster.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long a standby waits after the leader's last renewal before taking over: the takeover time when a leader dies without releasing the Lease.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader keeps retrying to renew the Lease (e.g. while the API server is unreachable) before it gives up leading and exits; shorter than the lease duration.")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second,
+		"How often replicas try to acquire or renew the Lease; a standby notices a released Lease within 1 to 2.2 times this.")
 	o.zap.BindFlags(fs)
 
 	if err := fs.Parse(args); err != nil {
@@ -167,6 +176,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 			return nil, errors.New("--enable-cluster-tokens needs cluster-wide watches and cannot be combined with --watch-namespaces")
 		}
 		o.enableClusterTokens = false
+	}
+	if err := checkLeaseTimings(o.leaseDuration, o.renewDeadline, o.retryPeriod); err != nil {
+		return nil, err
 	}
 	selector, err := labels.Parse(o.apiKeySecretSelector)
 	if err != nil {
@@ -240,6 +252,9 @@ func run(o *options) error {
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -311,6 +326,22 @@ func clusterResourceNamespace(o *options) (string, error) {
 	}
 	ctrl.Log.WithName("setup").Info("ClusterOpsnowTokens are off: the manager's namespace is unknown outside a cluster; set --cluster-resource-namespace")
 	return "", nil
+}
+
+// checkLeaseTimings applies client-go's rules for leader election, which
+// would otherwise fail only when the manager starts: the renew deadline is
+// shorter than the lease duration, and longer than the retry period with
+// its jitter (1.2 times it).
+func checkLeaseTimings(lease, renew, retry time.Duration) error {
+	switch {
+	case lease <= 0 || renew <= 0 || retry <= 0:
+		return fmt.Errorf("--leader-elect-lease-duration, --leader-elect-renew-deadline and --leader-elect-retry-period must be positive, got %s, %s, %s", lease, renew, retry)
+	case renew >= lease:
+		return fmt.Errorf("--leader-elect-renew-deadline (%s) must be shorter than --leader-elect-lease-duration (%s)", renew, lease)
+	case float64(renew) <= 1.2*float64(retry):
+		return fmt.Errorf("--leader-elect-renew-deadline (%s) must be longer than 1.2 times --leader-elect-retry-period (%s)", renew, retry)
+	}
+	return nil
 }
 
 // oneLine keeps a flag error on the one line the usage promises.

@@ -55,6 +55,10 @@ func SetupClusterTokens(mgr ctrl.Manager, tokens *OpsnowTokenReconciler, namespa
 		return nil, errors.New("ClusterOpsnowTokens need the Secret metadata cache Setup creates")
 	}
 	r := NewClusterOpsnowTokenReconciler(tokens, namespace)
+	// A standby's informers run too, as for OpsnowTokens (warmCaches).
+	if err := warmObjects(context.Background(), mgr.GetCache(), &authv1alpha1.ClusterOpsnowToken{}, &corev1.Namespace{}); err != nil {
+		return nil, err
+	}
 	if err := mgr.Add(r.scheduler); err != nil {
 		return nil, fmt.Errorf("add ClusterOpsnowToken refresh scheduler: %w", err)
 	}

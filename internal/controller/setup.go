@@ -234,7 +234,7 @@ func Setup(mgr ctrl.Manager, o Options) (*OpsnowTokenReconciler, error) {
 		if err := IndexSecretMetadata(context.Background(), c); err != nil {
 			return nil, err
 		}
-		if err := mgr.Add(c); err != nil {
+		if err := mgr.Add(warmCaches(mgr, c)); err != nil {
 			return nil, fmt.Errorf("add Secret metadata cache: %w", err)
 		}
 		secretMetadata, o.SecretMetadata = c, c

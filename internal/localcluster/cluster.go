@@ -18,8 +18,11 @@ limitations under the License.
 // cluster: a throw-away control plane (envtest's kube-apiserver and etcd) with
 // the CRDs installed and a kubeconfig file for kubectl, and the real manager
 // binary as a separate process. The demo (hack/demo), the end-to-end tests
-// (test/e2e) and benchmarks share it, so they all run the operator the way a
-// user does: a binary, flags, a kubeconfig and kubectl.
+// (test/e2e), benchmarks (hack/bench) and the soak (hack/soak) share it, so
+// they all run the operator the way a user does: a binary, flags, a
+// kubeconfig and kubectl. For the soak, a Cluster can also kill and restart
+// its API server and stall its etcd (KillAPIServer, StartAPIServer,
+// PauseEtcd, ResumeEtcd).
 //
 // A typical session:
 //
@@ -87,6 +90,12 @@ type Cluster struct {
 
 	env       *envtest.Environment
 	removeDir bool
+
+	// apiServer is a kube-apiserver started by StartAPIServer, with the
+	// command line of the one KillAPIServer killed.
+	apiServer     *exec.Cmd
+	apiServerArgs []string
+	etcdPaused    bool
 }
 
 // Start starts kube-apiserver and etcd, installs the CRDs and writes the
@@ -151,6 +160,9 @@ func Start(opts Options) (*Cluster, error) {
 func (c *Cluster) Stop() error {
 	var errs []error
 	if c.env != nil {
+		if err := c.stopFaults(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop control plane: %w", err))
 		}

@@ -29,6 +29,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // childModeEnv makes the test binary act as a stand-in manager process,
@@ -225,4 +229,64 @@ func kubectlForTest() string {
 		return k
 	}
 	return "kubectl"
+}
+
+func TestClusterFaults(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, which provides kube-apiserver and etcd")
+	}
+	c, err := Start(Options{})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept", Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create ConfigMap: %v", err)
+	}
+
+	for round := 1; round <= 2; round++ { // the second round kills the server StartAPIServer started
+		if err := c.KillAPIServer(); err != nil {
+			t.Fatalf("round %d: KillAPIServer: %v", round, err)
+		}
+		if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err == nil {
+			t.Fatalf("round %d: GET with the API server killed succeeded", round)
+		}
+		if err := c.StartAPIServer(ctx); err != nil {
+			t.Fatalf("round %d: StartAPIServer: %v", round, err)
+		}
+		// Same port and certificates (the old client works), same etcd data.
+		got, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{})
+		if err != nil || got.Data["k"] != "v" {
+			t.Fatalf("round %d: after the restart, GET = %v, %v; want the ConfigMap kept in etcd", round, got, err)
+		}
+	}
+
+	if err := c.PauseEtcd(); err != nil {
+		t.Fatalf("PauseEtcd: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	_, err = cs.CoreV1().ConfigMaps("default").Update(short, cm, metav1.UpdateOptions{})
+	cancelShort()
+	if err == nil {
+		t.Errorf("an update with etcd paused succeeded, want it to stall")
+	}
+	if err := c.ResumeEtcd(); err != nil {
+		t.Fatalf("ResumeEtcd: %v", err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Errorf("GET after ResumeEtcd: %v", err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if _, _, err := childProcess("kube-apiserver"); err == nil {
+		t.Errorf("Stop left a kube-apiserver running")
+	}
 }

@@ -28,6 +28,7 @@ limitations under the License.
 //	GET    /stats  counters as JSON (see Stats); no keys or tokens
 //	GET    /fault  the current fault as JSON, or null
 //	POST   /fault  set a fault, e.g. {"status":503,"retryAfter":"5","delay":"2s"}
+//	               or {"disconnect":true}
 //	DELETE /fault  clear the fault
 //
 // The admin endpoints exist only for local test use. /fault answers only
@@ -42,7 +43,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,7 +101,8 @@ type Event struct {
 	// Token is the 1-based sequence number of the token issued by this
 	// request, or 0 if no token was issued.
 	Token int64
-	// Status is the HTTP status of the answer.
+	// Status is the HTTP status of the answer; 0 when a Disconnect fault
+	// closed the connection instead.
 	Status int
 	// Lifetime is the lifetime reported for the issued token.
 	Lifetime time.Duration
@@ -132,12 +136,40 @@ type Fault struct {
 	// limit visibly succeeds where it should have failed. Sizes too small for
 	// the document yield its first Size bytes.
 	Size int
+	// Disconnect closes the connection without any answer, as an upstream
+	// that is down or crashes mid-request does; it wins over the other
+	// fields except Delay.
+	Disconnect bool
 }
 
 // answers reports whether the fault replaces the normal answer, as opposed to
 // only delaying it.
 func (f *Fault) answers() bool {
-	return f.Status != 0 || f.Body != "" || f.Size > 0
+	return f.Status != 0 || f.Body != "" || f.Size > 0 || f.Disconnect
+}
+
+// Grant is the server's record of one issued access token: what a test
+// checks a Secret's token against to tell a valid token from a lapsed one.
+type Grant struct {
+	// Request and Token are the sequence numbers of Event.
+	Request, Token int64
+	// KeyDigest is KeyDigest of the API key the token was issued for.
+	KeyDigest string
+	// RequestedAt is when the request arrived; IssuedAt, when the server
+	// issued the token, after any latency or delay. A client that counts
+	// the lifetime from its request, as a careful one does, sees the token
+	// expire IssuedAt - RequestedAt earlier than ExpiresAt.
+	RequestedAt, IssuedAt time.Time
+	// ExpiresAt is IssuedAt plus the lifetime the answer reported, in
+	// whole seconds: the instant the token stops being valid.
+	ExpiresAt time.Time
+}
+
+// KeyDigest returns a digest of an API key that identifies it in a Grant
+// without holding the key itself.
+func KeyDigest(apiKey string) string {
+	sum := sha256.Sum256([]byte(apiKey))
+	return hex.EncodeToString(sum[:16])
 }
 
 func (f *Fault) status() int {
@@ -183,6 +215,7 @@ type Server struct {
 	fault    *Fault
 	perKey   map[string]int64
 	issued   []string
+	grants   map[string]Grant
 	stats    Stats
 	// window holds the arrival times (per now) of the token requests of
 	// the last second, oldest first; its length bounds itself to the
@@ -198,6 +231,7 @@ func New(opts Options) *Server {
 		now:       func() time.Duration { return time.Since(start) },
 		latency:   opts.Latency,
 		perKey:    make(map[string]int64),
+		grants:    make(map[string]Grant),
 	}
 	s.SetLifetime(opts.Lifetime)
 	s.SetAPIKeys(opts.APIKeys...)
@@ -266,6 +300,26 @@ func (s *Server) Issued() []string {
 	return append([]string(nil), s.issued...)
 }
 
+// Lookup returns the record of an issued token, and false for a token the
+// server never issued.
+func (s *Server) Lookup(token string) (Grant, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[token]
+	return g, ok
+}
+
+// Grants returns the records of every issued token, in the order issued.
+func (s *Server) Grants() []Grant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Grant, 0, len(s.issued))
+	for _, t := range s.issued {
+		out = append(out, s.grants[t])
+	}
+	return out
+}
+
 // Stats returns a consistent snapshot of the counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -295,6 +349,7 @@ type settings struct {
 	latency  time.Duration
 	keys     map[string]struct{}
 	fault    *Fault
+	arrived  time.Time
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
@@ -343,7 +398,7 @@ func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, cfg setting
 	}
 
 	if f := cfg.fault; f != nil && f.answers() {
-		return s.answerFault(w, f, cfg.lifetime, ev)
+		return s.answerFault(w, f, key, cfg, ev)
 	}
 	if badRequest != nil {
 		return reject(badRequest.status, badRequest.message)
@@ -354,7 +409,7 @@ func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, cfg setting
 		}
 	}
 
-	token := s.issue(ev, cfg.lifetime)
+	token := s.issue(ev, key, cfg.lifetime, cfg.arrived)
 	body, _ := json.Marshal(tokenResponse(token, cfg.lifetime))
 	w.Header().Set("Cache-Control", "no-store")
 	ev.Status = http.StatusOK
@@ -379,16 +434,22 @@ func (s *Server) arrive(ev *Event) settings {
 	s.window = append(s.window[cut:], now)
 	s.stats.PeakPerSecond = max(s.stats.PeakPerSecond, int64(len(s.window)))
 
-	return settings{lifetime: s.lifetime, latency: s.latency, keys: s.keys, fault: s.fault}
+	return settings{lifetime: s.lifetime, latency: s.latency, keys: s.keys, fault: s.fault, arrived: time.Now()}
 }
 
-// issue creates a token, records it and numbers it in ev.
-func (s *Server) issue(ev *Event, lifetime time.Duration) string {
+// issue creates a token for apiKey, asked for at arrived, records it and
+// numbers it in ev.
+func (s *Server) issue(ev *Event, apiKey string, lifetime time.Duration, arrived time.Time) string {
 	token := newToken()
+	now := time.Now()
 	s.mu.Lock()
 	s.issued = append(s.issued, token)
 	s.stats.Issued++
 	ev.Token = s.stats.Issued
+	s.grants[token] = Grant{
+		Request: ev.Request, Token: ev.Token, KeyDigest: KeyDigest(apiKey),
+		RequestedAt: arrived, IssuedAt: now, ExpiresAt: now.Add(time.Duration(expiresIn(lifetime)) * time.Second),
+	}
 	s.mu.Unlock()
 	ev.Lifetime = lifetime
 	return token
@@ -443,7 +504,12 @@ func readAPIKey(w http.ResponseWriter, r *http.Request) (string, *requestError) 
 }
 
 // answerFault prepares the answer that the fault f dictates.
-func (s *Server) answerFault(w http.ResponseWriter, f *Fault, lifetime time.Duration, ev *Event) func() {
+func (s *Server) answerFault(w http.ResponseWriter, f *Fault, key string, cfg settings, ev *Event) func() {
+	lifetime := cfg.lifetime
+	if f.Disconnect {
+		ev.Reason = "injected disconnect"
+		return func() { disconnect(w) }
+	}
 	status := f.status()
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
@@ -454,7 +520,7 @@ func (s *Server) answerFault(w http.ResponseWriter, f *Fault, lifetime time.Dura
 		var doc any
 		if status >= 200 && status < 300 {
 			w.Header().Set("Cache-Control", "no-store")
-			token := s.issue(ev, lifetime)
+			token := s.issue(ev, key, lifetime, cfg.arrived)
 			ev.Reason = ""
 			doc = tokenResponse(token, lifetime)
 		} else {
@@ -468,6 +534,19 @@ func (s *Server) answerFault(w http.ResponseWriter, f *Fault, lifetime time.Dura
 		body = string(b)
 	}
 	return func() { writeJSON(w, status, []byte(body)) }
+}
+
+// disconnect closes the client's connection with no answer at all. Where the
+// connection cannot be taken over (HTTP/2), the handler panics with
+// http.ErrAbortHandler, which makes the server reset the stream instead.
+func disconnect(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // writePadded writes doc as JSON with an extra "padding" member of filler
@@ -558,6 +637,7 @@ type faultJSON struct {
 	Body       string          `json:"body,omitempty"`
 	Delay      json.RawMessage `json:"delay,omitempty"`
 	Size       int             `json:"size,omitempty"`
+	Disconnect bool            `json:"disconnect,omitempty"`
 }
 
 func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
@@ -573,7 +653,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 		body := []byte("null")
 		if f != nil {
 			delay, _ := json.Marshal(f.Delay.String())
-			body, _ = json.Marshal(faultJSON{Status: f.Status, RetryAfter: f.RetryAfter, Body: f.Body, Delay: delay, Size: f.Size})
+			body, _ = json.Marshal(faultJSON{Status: f.Status, RetryAfter: f.RetryAfter, Body: f.Body, Delay: delay, Size: f.Size, Disconnect: f.Disconnect})
 		}
 		writeJSON(w, http.StatusOK, body)
 	case http.MethodPost, http.MethodPut:
@@ -603,7 +683,7 @@ func decodeFault(r io.Reader) (*Fault, error) {
 	if dec.More() {
 		return nil, errors.New("trailing data after the JSON object")
 	}
-	f := &Fault{Status: in.Status, RetryAfter: in.RetryAfter, Body: in.Body, Size: in.Size}
+	f := &Fault{Status: in.Status, RetryAfter: in.RetryAfter, Body: in.Body, Size: in.Size, Disconnect: in.Disconnect}
 	if in.Status != 0 && (in.Status < 100 || in.Status > 599) {
 		return nil, fmt.Errorf("status %d is not an HTTP status", in.Status)
 	}

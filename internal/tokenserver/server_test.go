@@ -773,3 +773,74 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Errorf("per-key counts sum to %d, want %d", sum, total)
 	}
 }
+
+func TestGrants(t *testing.T) {
+	srv, ts := start(t, Options{Lifetime: 90*time.Second + 500*time.Millisecond, Latency: 50 * time.Millisecond})
+	before := time.Now()
+	a := decodeToken(t, requestToken(t, ts.URL, "key-a")).Data.AccessToken
+	b := decodeToken(t, requestToken(t, ts.URL, "key-b")).Data.AccessToken
+	after := time.Now()
+
+	ga, ok := srv.Lookup(a)
+	if !ok {
+		t.Fatalf("Lookup of an issued token: not found")
+	}
+	if ga.KeyDigest != KeyDigest("key-a") || ga.KeyDigest == KeyDigest("key-b") {
+		t.Errorf("KeyDigest = %s, want that of key-a (%s)", ga.KeyDigest, KeyDigest("key-a"))
+	}
+	if ga.RequestedAt.Before(before) || ga.IssuedAt.After(after) || ga.IssuedAt.Sub(ga.RequestedAt) < 50*time.Millisecond {
+		t.Errorf("RequestedAt %s, IssuedAt %s: want both between %s and %s, the latency (50ms) apart", ga.RequestedAt, ga.IssuedAt, before, after)
+	}
+	// The answer said 90 s (rounded down): the record must not promise more.
+	if got := ga.ExpiresAt.Sub(ga.IssuedAt); got != 90*time.Second {
+		t.Errorf("ExpiresAt - IssuedAt = %s, want 90s", got)
+	}
+	if ga.Token != 1 || ga.Request != 1 {
+		t.Errorf("grant of the first token: Token %d, Request %d; want 1, 1", ga.Token, ga.Request)
+	}
+	if _, ok := srv.Lookup("demo.never-issued"); ok {
+		t.Errorf("Lookup of a token never issued: found")
+	}
+	grants := srv.Grants()
+	if len(grants) != 2 || grants[0] != ga || grants[1].KeyDigest != KeyDigest("key-b") {
+		t.Errorf("Grants = %+v, want key-a's then key-b's", grants)
+	}
+	if s := fmt.Sprintf("%+v", grants); strings.Contains(s, "key-a") || strings.Contains(s, a) || strings.Contains(s, b) {
+		t.Errorf("grants reveal a key or token: %s", s)
+	}
+}
+
+func TestDisconnectFault(t *testing.T) {
+	var mu sync.Mutex
+	var events []Event
+	srv, ts := start(t, Options{OnRequest: func(ev Event) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+	}})
+	srv.SetFault(&Fault{Disconnect: true, Status: 200})
+	b, _ := json.Marshal(map[string]string{"apiKey": "k"})
+	res, err := do(t, context.Background(), http.MethodPost, ts.URL+TokenPath, "application/json", string(b))
+	if err == nil {
+		t.Fatalf("request during a disconnect fault: got status %d, body %s; want a connection error", res.status, res.body)
+	}
+	if got := srv.Stats(); got.Issued != 0 || got.Failed != 1 {
+		t.Errorf("stats = %+v, want 0 issued, 1 failed", got)
+	}
+	mu.Lock()
+	if len(events) != 1 || events[0].Status != 0 || events[0].Reason != "injected disconnect" {
+		t.Errorf("events = %+v, want one with status 0, reason %q", events, "injected disconnect")
+	}
+	mu.Unlock()
+
+	// Over the admin endpoint, as a script sets it.
+	mustDo(t, http.MethodPost, ts.URL+"/fault", "application/json", `{"disconnect":true}`)
+	if got := mustDo(t, http.MethodGet, ts.URL+"/fault", "", ""); !strings.Contains(string(got.body), `"disconnect":true`) {
+		t.Errorf("GET /fault = %s, want disconnect true", got.body)
+	}
+	if _, err := do(t, context.Background(), http.MethodPost, ts.URL+TokenPath, "application/json", string(b)); err == nil {
+		t.Errorf("request after POST /fault {disconnect:true}: got an answer, want a connection error")
+	}
+	srv.SetFault(nil)
+	decodeToken(t, requestToken(t, ts.URL, "k"))
+}

@@ -77,6 +77,9 @@ func TestHelpListsFlagsWithDefaults(t *testing.T) {
 		{"metrics-bind-address", `(default "0")`},
 		{"health-probe-bind-address", `(default ":8081")`},
 		{"leader-elect", ""},
+		{"leader-elect-lease-duration", "(default 15s)"},
+		{"leader-elect-renew-deadline", "(default 10s)"},
+		{"leader-elect-retry-period", "(default 2s)"},
 		{"watch-namespaces", ""},
 		{"token-request-rate", "(default 20)"},
 		{"enable-cluster-tokens", "(default true)"},
@@ -113,6 +116,9 @@ func TestBadFlagsExitWithOneLine(t *testing.T) {
 		{"negative rate", []string{"--token-request-rate=-1"}, "--token-request-rate"},
 		{"non-http endpoint", []string{"--allowed-endpoints=ftp://x"}, "--allowed-endpoints"},
 		{"cluster tokens with watched namespaces", []string{"--watch-namespaces=a", "--enable-cluster-tokens=true"}, "--enable-cluster-tokens"},
+		{"renew deadline not below lease", []string{"--leader-elect-lease-duration=10s"}, "--leader-elect-renew-deadline"},
+		{"retry period too long", []string{"--leader-elect-retry-period=9s"}, "--leader-elect-retry-period"},
+		{"zero lease", []string{"--leader-elect-lease-duration=0s"}, "must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

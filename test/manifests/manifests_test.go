@@ -88,6 +88,7 @@ func TestKustomizeOptionalParts(t *testing.T) {
 	}{
 		{"#- ../prometheus\n", []string{"ServiceMonitor", "PrometheusRule"}},
 		{"#- ../network-policy\n", []string{"NetworkPolicy"}},
+		{"#- ../ha\n", []string{"PodDisruptionBudget"}},
 	} {
 		part := strings.TrimSpace(strings.TrimPrefix(c.line, "#- "))
 		t.Run(part, func(t *testing.T) {
@@ -110,7 +111,53 @@ func TestKustomizeOptionalParts(t *testing.T) {
 			for _, kind := range c.kinds {
 				r.one(t, kind)
 			}
+			if part == "../ha" {
+				checkHA(t, r)
+			}
 		})
+	}
+}
+
+// selects reports whether a non-empty matchLabels selects an object with labels.
+func selects(matchLabels, labels map[string]string) bool {
+	for k, v := range matchLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(matchLabels) > 0
+}
+
+// checkHA checks the high-availability setting of config/ha and of the
+// chart's ci/ha-values.yaml: two replicas spread over nodes, a
+// PodDisruptionBudget selecting exactly the manager's pods, and the 500 ms
+// leader-election retry period docs/operations.md measures.
+func checkHA(t *testing.T, r *rendering) {
+	t.Helper()
+	dep := toDeployment(t, r.one(t, "Deployment"))
+	if got := ptr.Deref(dep.Spec.Replicas, 0); got != 2 {
+		t.Errorf("%s: replicas %d, want 2", r.source, got)
+	}
+	args := dep.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--leader-elect") || !slices.Contains(args, "--leader-elect-retry-period=500ms") {
+		t.Errorf("%s: manager args %q, want --leader-elect and --leader-elect-retry-period=500ms", r.source, args)
+	}
+	spread := dep.Spec.Template.Spec.TopologySpreadConstraints
+	if len(spread) != 1 || spread[0].TopologyKey != "kubernetes.io/hostname" || spread[0].LabelSelector == nil ||
+		!selects(spread[0].LabelSelector.MatchLabels, dep.Spec.Template.Labels) {
+		t.Errorf("%s: topologySpreadConstraints %+v, want one over kubernetes.io/hostname selecting the pods (labels %v)",
+			r.source, spread, dep.Spec.Template.Labels)
+	}
+	pdb := r.one(t, "PodDisruptionBudget")
+	if pdb.GetNamespace() != dep.Namespace {
+		t.Errorf("%s: %s in namespace %q, want the Deployment's %q", r.source, describe(pdb), pdb.GetNamespace(), dep.Namespace)
+	}
+	selector, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
+	if !reflect.DeepEqual(selector, dep.Spec.Selector.MatchLabels) {
+		t.Errorf("%s: %s selects %v, want the Deployment's pods %v", r.source, describe(pdb), selector, dep.Spec.Selector.MatchLabels)
+	}
+	if minAvailable, _, _ := unstructured.NestedInt64(pdb.Object, "spec", "minAvailable"); minAvailable != 1 {
+		t.Errorf("%s: %s minAvailable %d, want 1", r.source, describe(pdb), minAvailable)
 	}
 }
 
@@ -209,6 +256,7 @@ var chartCases = map[string]chartCase{
 	"all-values.yaml":          {release: "tokens", namespace: "opsnow-all", check: checkChartAllValues},
 	"minimal-values.yaml":      {release: "minimal", namespace: "opsnow-minimal", check: checkChartMinimal},
 	"http-metrics-values.yaml": {release: "plain", namespace: "opsnow-plain", check: checkChartHTTPMetrics},
+	"ha-values.yaml":           {release: "opsnow-token-operator", namespace: "opsnow-ha", check: checkHA},
 }
 
 // The Helm chart with its default values and with each values file of ci/.
@@ -515,6 +563,8 @@ func TestHelmRejectsBadValues(t *testing.T) {
 		{[]string{"serviceMonitor.enabled=true", "metrics.enabled=false"}, "serviceMonitor.enabled needs metrics.enabled"},
 		{[]string{"serviceAccount.create=false"}, "serviceAccount.name is required"},
 		{[]string{"admissionGuard.enabled=yes"}, "/admissionGuard/enabled"},
+		{[]string{"podDisruptionBudget.enabled=true"}, "podDisruptionBudget.enabled needs replicas >= 2"},
+		{[]string{"leaderElection.retryPeriod=1"}, "/leaderElection/retryPeriod"},
 	} {
 		args := []string{"template", "x", chartDir}
 		for _, s := range c.set {

@@ -91,6 +91,15 @@ manager's flag set by test/manifests.
 {{- define "opsnow-token-operator.args" -}}
 {{- if .Values.leaderElection.enabled }}
 - --leader-elect
+{{- with .Values.leaderElection.leaseDuration }}
+- --leader-elect-lease-duration={{ . }}
+{{- end }}
+{{- with .Values.leaderElection.renewDeadline }}
+- --leader-elect-renew-deadline={{ . }}
+{{- end }}
+{{- with .Values.leaderElection.retryPeriod }}
+- --leader-elect-retry-period={{ . }}
+{{- end }}
 {{- end }}
 - --health-probe-bind-address=:8081
 {{- if .Values.metrics.enabled }}
