@@ -18,9 +18,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,11 +48,10 @@ const (
 	leaseNamespace = "default"
 	// restartDelay is how long a dead replica stays down before it is
 	// started again, as a kubelet restarts a container.
-	restartDelay    = 2 * time.Second
-	healthTimeout   = 90 * time.Second
-	stopTimeout     = 30 * time.Second
-	requestTimeout  = 3 * time.Second
-	maxRequestBytes = 64 << 10
+	restartDelay   = 2 * time.Second
+	healthTimeout  = 90 * time.Second
+	stopTimeout    = 30 * time.Second
+	requestTimeout = 3 * time.Second
 )
 
 func newScheme() *runtime.Scheme {
@@ -101,9 +98,8 @@ type upstream struct {
 
 // request is one token request as the upstream saw it.
 type request struct {
-	At        time.Time
-	KeyDigest string
-	Status    int
+	At     time.Time
+	Status int
 }
 
 type statusWriter struct {
@@ -146,16 +142,10 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	at := time.Now()
-	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes))
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	var req struct {
-		APIKey string `json:"apiKey"`
-	}
-	_ = json.Unmarshal(body, &req)
 	sw := &statusWriter{ResponseWriter: w}
 	u.next.ServeHTTP(sw, r)
 	u.mu.Lock()
-	u.log = append(u.log, request{At: at, KeyDigest: tokenserver.KeyDigest(req.APIKey), Status: sw.status})
+	u.log = append(u.log, request{At: at, Status: sw.status})
 	var after func()
 	if sw.status == http.StatusOK {
 		after, u.afterOne = u.afterOne, nil

@@ -356,5 +356,19 @@ func (ci *clusterInputs) pickHeld() {
 		// No intact copy: an edited one says "edited" rather than
 		// "missing"; either way a new token is due.
 		ci.Secret = edited.Secret
+	default:
+		// No copy, and none can be written: a token would go nowhere.
+		ci.SecretConflict = allConflicts(ci.Targets)
 	}
+}
+
+// allConflicts reports whether every target namespace holds a foreign
+// Secret of the name, so that no copy can be written anywhere.
+func allConflicts(targets []nsTarget) bool {
+	for _, t := range targets {
+		if !t.Conflict {
+			return false
+		}
+	}
+	return len(targets) > 0
 }

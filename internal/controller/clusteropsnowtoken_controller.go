@@ -248,7 +248,12 @@ func (r *ClusterOpsnowTokenReconciler) act(ctx context.Context, ci *clusterInput
 		}
 	}
 	if p.Action != actStall && p.Action != actSuspend {
-		out.Deleted, out.DeleteErr = r.deleteOrphans(ctx, ci, out.Err == nil && len(out.Failed) == 0)
+		// Copies left by a change of secretName go only once the new ones
+		// hold the current token, as for an OpsnowToken: never while a
+		// refresh for the new name fails or waits. Copies in namespaces no
+		// longer selected go in any case.
+		current := p.Action == actKeep || out.Issued != nil
+		out.Deleted, out.DeleteErr = r.deleteOrphans(ctx, ci, current && out.Err == nil && len(out.Failed) == 0)
 	}
 	// The held token is known (remembered or read): failure messages
 	// quoting it are redacted without reading a copy again.

@@ -627,3 +627,65 @@ func TestSecretEventsMapToTheirKind(t *testing.T) {
 		t.Errorf("ClusterOpsnowToken requests for an OpsnowToken's Secret: %v, want none", got)
 	}
 }
+
+// When every selected namespace holds a foreign Secret of the name, no copy
+// can be written: the ClusterOpsnowToken stalls on the conflict and asks
+// OpsNow for nothing, however often it is reconciled.
+func TestClusterTokenAllConflictsRequestNothing(t *testing.T) {
+	w := newClusterWorld(t)
+	w.createNamespace("team-a", map[string]string{"team": "a"})
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "opsnow-token"},
+		Data: map[string][]byte{"token": []byte("theirs")}}
+	if err := w.store.Create(w.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	w.createClusterToken("shared")
+	for range 3 {
+		w.reconcileCluster("shared")
+	}
+	w.expectRequests(0)
+	ct := w.expectClusterReady("shared", metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict)
+	if ct.Status.ExpiresAt != nil {
+		t.Errorf("expiresAt %s for a token no Secret holds", ct.Status.ExpiresAt)
+	}
+	if s := w.copyIn("team-a"); string(s.Data["token"]) != "theirs" {
+		t.Errorf("the foreign Secret was modified: %+v", s)
+	}
+
+	// The foreign Secret goes: now one token is requested and written.
+	if err := w.store.Delete(w.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	w.reconcileCluster("shared")
+	w.expectRequests(1)
+	w.expectCopies("shared", "token-1", "team-a")
+}
+
+// A change of secretName while OpsNow fails keeps the old copies: they are
+// deleted only once the new ones hold a token.
+func TestClusterTokenRenameDuringOutageKeepsOldCopies(t *testing.T) {
+	w := newClusterWorld(t)
+	w.createNamespace("team-a", map[string]string{"team": "a"})
+	w.createClusterToken("shared")
+	w.reconcileCluster("shared")
+	w.expectCopies("shared", "token-1", "team-a")
+
+	w.ex.fail(&opsnow.Error{Kind: opsnow.ErrUnavailable, StatusCode: 503, Detail: "down"})
+	w.editClusterToken("shared", func(ct *authv1alpha1.ClusterOpsnowToken) { ct.Spec.SecretName = "renamed" })
+	w.reconcileCluster("shared") // the failed request
+	w.reconcileCluster("shared") // within the backoff
+	if s := w.copyIn("team-a"); s == nil || string(s.Data["token"]) != "token-1" {
+		t.Fatalf("old copy during the outage: got %+v, want it kept with token-1", s)
+	}
+
+	w.ex.fail(nil)
+	w.stepTo(w.clusterToken("shared").Status.NextRefreshTime.Time)
+	w.reconcileCluster("shared")
+	if s := w.copyIn("team-a"); s != nil {
+		t.Errorf("old copy after the new one was written: got %s, want it deleted", s.Name)
+	}
+	if err := w.store.Get(w.ctx, client.ObjectKey{Namespace: "team-a", Name: "renamed"}, &corev1.Secret{}); err != nil {
+		t.Errorf("new copy: %v", err)
+	}
+	w.expectClusterReady("shared", metav1.ConditionTrue, authv1alpha1.ReasonTokenValid)
+}

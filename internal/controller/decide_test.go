@@ -87,7 +87,7 @@ func decSecretMissing(in *inputs) {
 	in.Secret, in.Held, in.Intact = nil, heldToken{}, false
 }
 
-// decSecretEdited is what setSecret leaves for a Secret whose data no longer
+// decSecretEdited is what checkSecret leaves for a Secret whose data no longer
 // matches what the operator wrote.
 func decSecretEdited(in *inputs) { in.Held, in.Intact = heldToken{}, false }
 
