@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/opsnow-token-operator/opsnow-token-operator/api/v1alpha1"
@@ -241,7 +242,15 @@ func (r *ClusterOpsnowTokenReconciler) findCopies(ctx context.Context, ci *clust
 			continue
 		}
 		key := client.ObjectKey{Namespace: t.Namespace, Name: ci.SecretName}
-		if !ask(t) && r.tokens.secretMetadata.Get(ctx, key, secretMetadataObject()) != nil {
+		if m := secretMetadataObject(); r.tokens.secretMetadata.Get(ctx, key, m) == nil {
+			// Cached, yet not among the copies it controls: decided on
+			// the cached owner, as an OpsnowToken's target is, with no read.
+			if t.Conflict = !metav1.IsControlledBy(m, ci.Cluster); !t.Conflict {
+				t.Secret = &corev1.Secret{ObjectMeta: m.ObjectMeta}
+			}
+			continue
+		}
+		if !ask(t) {
 			continue // absent (or unknown: the create will tell)
 		}
 		s, conflict, err := r.liveCopy(ctx, ci.Cluster, key)
@@ -280,7 +289,9 @@ func (r *ClusterOpsnowTokenReconciler) checkCopies(ctx context.Context, ci *clus
 		t := &ci.Targets[i]
 		switch {
 		case t.Secret == nil || t.Intact:
-		case t.Secret.Data == nil && mem.held.Token != "" && mem.versions[t.Namespace] == t.Secret.ResourceVersion:
+		case t.Secret.Data == nil && mem.held.Token != "" && notNewer(t.Secret.ResourceVersion, mem.versions[t.Namespace]):
+			// Written or checked at that version, or the cache has not
+			// caught up with the write yet: a later edit brings its event.
 			t.Held, t.Intact = mem.held, true
 		case t.Secret.Data == nil:
 			unknown = append(unknown, i)
@@ -304,6 +315,16 @@ func (r *ClusterOpsnowTokenReconciler) checkCopies(ctx context.Context, ci *clus
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// notNewer reports whether the cached resourceVersion is the remembered
+// one or older than it; false when nothing is remembered.
+func notNewer(cached, remembered string) bool {
+	if remembered == "" {
+		return false
+	}
+	cmp, err := resourceversion.CompareResourceVersion(cached, remembered)
+	return err == nil && cmp <= 0
 }
 
 // inParallel runs f(0..n-1) with at most syncWriters running at once.

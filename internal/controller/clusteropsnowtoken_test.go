@@ -319,9 +319,14 @@ func TestClusterTokenConflictInOneNamespace(t *testing.T) {
 	if e := eventsOf(w.events(), corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict); len(e) != 1 {
 		t.Errorf("conflict events: got %q, want one", e)
 	}
-	// Again: no new event, no request.
+	// Again: no new event, no request, and nothing read from the API
+	// server: the conflict is decided on the cached metadata.
+	reads, _ := w.counters()
 	w.reconcileCluster("shared")
 	w.expectRequests(1)
+	if r, _ := w.counters(); r != reads {
+		t.Errorf("a second look at the conflict: %d live reads, want 0", r-reads)
+	}
 	if e := eventsOf(w.events(), corev1.EventTypeWarning, authv1alpha1.ReasonSecretConflict); len(e) != 0 {
 		t.Errorf("conflict events on a second look: %q", e)
 	}
