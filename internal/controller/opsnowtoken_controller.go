@@ -313,7 +313,7 @@ func (r *OpsnowTokenReconciler) writeToken(ctx context.Context, in inputs, minte
 	key := client.ObjectKeyFromObject(in.Token)
 	if err := r.writeSecret(ctx, in, minted, out); err != nil {
 		r.memory.update(key, func(m *tokenMemory) { m.pending = &minted })
-		out.Err = err
+		out.Err, out.Minted = err, minted.Token
 		return
 	}
 	r.memory.update(key, func(m *tokenMemory) { m.pending = nil })

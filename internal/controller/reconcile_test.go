@@ -18,11 +18,13 @@ package controller
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -552,5 +554,28 @@ func TestLabelsPutBackWithoutTheData(t *testing.T) {
 		string(got.Data[authv1alpha1.SecretTokenKey]) != token {
 		t.Errorf("after the repair: labels %v, token %q; want the token label back, team kept, token %q",
 			got.Labels, got.Data[authv1alpha1.SecretTokenKey], token)
+	}
+}
+
+// A refused write that quotes the token it carried, a token minted by this
+// very reconcile, gets it redacted in status and events.
+func TestRefusedWriteQuotingTheNewTokenIsRedacted(t *testing.T) {
+	w := newWorld(t)
+	w.createAPIKey("k1")
+	w.createToken("billing")
+	w.set(func() {
+		w.denySecretWrites = apierrors.NewForbidden(corev1.Resource("secrets"), "billing",
+			fmt.Errorf("ValidatingAdmissionPolicy 'policy' denied request: data.token token-1 is not allowed"))
+	})
+	w.reconcile("billing")
+	w.expectRequests(1)
+	tok := w.expectReady("billing", metav1.ConditionFalse, authv1alpha1.ReasonSecretWriteFailed)
+	if msg := tok.Status.LastFailureMessage; strings.Contains(msg, "token-1") || !strings.Contains(msg, "is not allowed") {
+		t.Errorf("lastFailureMessage: got %q, want the refusal with the new token redacted", msg)
+	}
+	for _, e := range w.events() {
+		if strings.Contains(e, "token-1") {
+			t.Errorf("event quotes the new token: %q", e)
+		}
 	}
 }

@@ -51,6 +51,9 @@ type outcome struct {
 	// HeldToken is the token in the target Secret, read after a failure so
 	// that a message quoting it is redacted.
 	HeldToken string
+	// Minted is a token this reconcile minted and could not write: the
+	// refused write carried it, and the refusal may quote it.
+	Minted string
 }
 
 // reportSlotWaitAfter is the shortest wait for a request slot that status
@@ -136,7 +139,7 @@ func newDraft(in inputs, out outcome) *draft {
 		held, current = *out.Issued, true
 	}
 	d.held, d.valid = held, current && out.Now.Before(held.ExpiresAt)
-	d.redacted = []string{held.Token, pendingToken(in), out.HeldToken}
+	d.redacted = []string{held.Token, pendingToken(in), out.HeldToken, out.Minted}
 	if current && held.RefreshRequest != "" {
 		// Read back from the Secret, so that a restart between the Secret
 		// write and the status patch still confirms the request.
