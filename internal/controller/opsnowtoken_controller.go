@@ -22,6 +22,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -249,7 +250,7 @@ func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outc
 		out.Deleted, out.Err = r.deleteOrphans(ctx, in)
 	}
 	if out.Err != nil {
-		out.HeldToken = r.heldTokenToRedact(ctx, in)
+		out.HeldToken = r.heldTokenToRedact(ctx, in, out.Err)
 	}
 	out.Now = r.clock.Now()
 	return out
@@ -257,9 +258,14 @@ func (r *OpsnowTokenReconciler) act(ctx context.Context, in inputs, p plan) outc
 
 // heldTokenToRedact returns the token the target Secret holds, so that a
 // failure message quoting it can be redacted. The cache holds no Secret
-// data, so on this failure path alone it is read; an empty answer when it
-// cannot be.
-func (r *OpsnowTokenReconciler) heldTokenToRedact(ctx context.Context, in inputs) string {
+// data, so it is read, on this failure path alone and only for a message
+// written elsewhere (by OpsNow, or by the API server refusing a write):
+// the operator's own messages quote no token. Empty when it cannot be read.
+func (r *OpsnowTokenReconciler) heldTokenToRedact(ctx context.Context, in inputs, failure error) string {
+	var own *refreshError
+	if errors.As(failure, &own) && own.Reason != authv1alpha1.ReasonSecretWriteFailed {
+		return in.Held.Token
+	}
 	if in.Held.Token != "" || in.Secret == nil {
 		return in.Held.Token
 	}
@@ -275,6 +281,11 @@ func (r *OpsnowTokenReconciler) heldTokenToRedact(ctx context.Context, in inputs
 // writes it rather than asking OpsNow again.
 func (r *OpsnowTokenReconciler) refresh(ctx context.Context, in inputs, out *outcome) {
 	key := client.ObjectKeyFromObject(in.Token)
+	if in.APIKeyErr != nil {
+		// gather read the key and failed: no slot taken, no second read.
+		out.Err = in.APIKeyErr
+		return
+	}
 	if at := r.limiter.Reserve(key, in.Endpoint, r.clock.Now()); at.After(r.clock.Now()) {
 		out.SlotAt = at
 		return

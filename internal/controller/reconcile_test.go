@@ -579,3 +579,29 @@ func TestRefusedWriteQuotingTheNewTokenIsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// An API key found unreadable while gathering is not read again for the
+// refresh: one read, the failure recorded, nothing sent.
+func TestUnreadableAPIKeyIsReadOnce(t *testing.T) {
+	w := newWorld(t)
+	key := w.createAPIKey("k1")
+	w.createToken("billing")
+	w.reconcile("billing")
+	w.expectRequests(1)
+	if err := w.store.Delete(w.ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	w.stepTo(w.token("billing").Status.NextRefreshTime.Time)
+	reads, _ := w.counters()
+	w.reconcile("billing")
+	w.expectRequests(1)
+	if r, _ := w.counters(); r-reads != 1 {
+		t.Errorf("live reads: got %d, want 1 (the API key, once)", r-reads)
+	}
+	if tok := w.token("billing"); tok.Status.FailedAttempts != 1 {
+		t.Errorf("failedAttempts: got %d, want 1", tok.Status.FailedAttempts)
+	}
+	if e := eventsOf(w.events(), corev1.EventTypeWarning, authv1alpha1.ReasonAPIKeySecretNotFound); len(e) != 1 {
+		t.Errorf("APIKeySecretNotFound events: got %q, want one", e)
+	}
+}
