@@ -49,7 +49,7 @@ type inputs struct {
 	// SecretName is the target Secret's name.
 	SecretName string
 	// Secret is the target Secret, nil when it does not exist. Its data is
-	// there only when it was read from the API server (checkedSecret).
+	// there only when it was read from the API server (checkSecret).
 	Secret *corev1.Secret
 	// SecretConflict is set when a Secret of that name exists and is not
 	// controlled by this OpsnowToken; Secret is nil then.

@@ -35,7 +35,7 @@ import (
 // and lets them go.
 var (
 	refreshTotalDesc = prometheus.NewDesc("opsnow_token_refresh_total",
-		"Token exchanges by OpsnowToken and result (success or failure).",
+		"Refresh attempts by OpsnowToken and result: success (a new token written) or failure (an attempt that ended without one).",
 		[]string{"namespace", "name", "result"}, nil)
 	expiryTimestampDesc = prometheus.NewDesc("opsnow_token_expiry_timestamp_seconds",
 		"Unix time at which the token now in the target Secret expires.",

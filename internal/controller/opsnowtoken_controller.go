@@ -57,14 +57,14 @@ type TokenExchanger interface {
 // Options are what an OpsnowTokenReconciler is built from. Setup fills the
 // cluster-facing ones from the manager.
 type Options struct {
-	// Client reads OpsnowTokens and target Secrets from the cache and writes them.
+	// Client reads OpsnowTokens from the cache and writes Secrets and status.
 	Client client.Client
-	// APIReader reads API-key Secrets, and target Secrets missing from the
-	// cache, straight from the API server: a cached read of an arbitrary
-	// Secret would start a cluster-wide Secret informer.
+	// APIReader reads Secrets straight from the API server: API keys, a
+	// target Secret's data when its version is not one already checked, a
+	// target missing from the metadata cache. The manager caches no Secret.
 	APIReader client.Reader
-	// SecretMetadata reads the metadata-only Secret cache, to notice
-	// API-key changes without holding Secret data.
+	// SecretMetadata reads the metadata-only Secret cache: target Secrets'
+	// versions and the operator's annotations, API-key versions, conflicts.
 	SecretMetadata client.Reader
 	Scheme         *runtime.Scheme
 	Recorder       events.EventRecorder
@@ -159,8 +159,9 @@ const (
 
 // The manager's RBAC, and no more (security_test.go holds the exact list):
 // OpsnowTokens are read and their status merge-patched; Secrets are listed
-// and watched (target Secrets by label, the others by metadata), read
-// (API keys), created and updated, and deleted only when a change of
+// and watched by metadata only, read (API keys, a target's data when it may
+// have changed), created and patched (a merge patch under resourceVersion,
+// so the data need not be read first), and deleted only when a change of
 // spec.secretName leaves one behind that an OpsnowToken controls (delete
 // also lets the OwnerReferencesPermissionEnforcement admission plugin accept
 // the owner reference); events are written through events.k8s.io/v1, patch
@@ -494,7 +495,7 @@ func (r *OpsnowTokenReconciler) remember(in inputs, p plan, out outcome, s summa
 	}
 }
 
-// patchStatus writes status when it changed and records the token's metrics.
+// patchStatus writes status when it changed.
 func (r *OpsnowTokenReconciler) patchStatus(ctx context.Context, tok *authv1alpha1.OpsnowToken, status authv1alpha1.OpsnowTokenStatus) error {
 	next := tok.DeepCopy()
 	next.Status = status

@@ -312,8 +312,8 @@ func splitKeys(list string) []string {
 // apply writes c into s, keeping labels and annotations others own (only
 // keys under auth.opsnow.io/, the managed-by label and the keys the
 // template set are the operator's), and reports whether s changed. Data is
-// written only when c has data; then the Secret holds exactly the
-// operator's keys.
+// written only when c has data; then s holds exactly the operator's keys
+// (a merge patch built from s removes others only when s held its data).
 func (c secretContent) apply(s *corev1.Secret) bool {
 	changed := c.applyMetadata(s)
 	if c.Data == nil {
