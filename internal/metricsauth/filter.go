@@ -29,6 +29,7 @@ package metricsauth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -186,9 +187,21 @@ func (r *Reviewer) authenticate(ctx context.Context, token string) (authenticati
 	return c.user, c.ok, nil
 }
 
+// decisionKey identifies an authorization question: everything the
+// SubjectAccessReview is asked with, extra attributes (such as scopes)
+// included, so that a cached answer is never given to another question.
+func decisionKey(user authenticationv1.UserInfo, verb, path string) string {
+	key, _ := json.Marshal(struct { // marshalling strings and slices cannot fail
+		User authenticationv1.UserInfo
+		Verb string
+		Path string
+	}{user, verb, path})
+	return string(key)
+}
+
 // authorize asks whether user may use verb on path.
 func (r *Reviewer) authorize(ctx context.Context, user authenticationv1.UserInfo, verb, path string) (bool, error) {
-	key := strings.Join([]string{user.UID, user.Username, strings.Join(user.Groups, ","), verb, path}, "\x00")
+	key := decisionKey(user, verb, path)
 	now := r.clock.Now()
 	r.mu.Lock()
 	c, hit := r.decision[key]

@@ -60,6 +60,27 @@ func TestBearerToken(t *testing.T) {
 	}
 }
 
+// An authorization answer is cached for exactly the question asked: users
+// that differ only in groups or extra attributes get their own.
+func TestDecisionKey(t *testing.T) {
+	base := authenticationv1.UserInfo{Username: "u", UID: "1", Groups: []string{"a,b"}}
+	keys := map[string]string{}
+	for name, u := range map[string]authenticationv1.UserInfo{
+		"base":        base,
+		"split group": {Username: "u", UID: "1", Groups: []string{"a", "b"}},
+		"with scope":  {Username: "u", UID: "1", Groups: []string{"a,b"}, Extra: map[string]authenticationv1.ExtraValue{"scopes": {"read"}}},
+	} {
+		k := decisionKey(u, "get", "/metrics")
+		if other, ok := keys[k]; ok {
+			t.Errorf("%s and %s share a cache key", name, other)
+		}
+		keys[k] = name
+	}
+	if decisionKey(base, "get", "/metrics") == decisionKey(base, "get", "/healthz") {
+		t.Error("two paths share a cache key")
+	}
+}
+
 // countingTransport counts the requests that reach the API server.
 type countingTransport struct {
 	next  http.RoundTripper
